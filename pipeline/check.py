@@ -1,0 +1,76 @@
+"""Cross-field checks that run before any heavy work: each failure is one line saying what and how to fix."""
+
+from __future__ import annotations
+
+import os
+
+from pipeline.errors import ConfigError, ModelError
+from pipeline.families import check_task, get_family
+from pipeline.paths import resolve_pkg_path
+
+
+def validate(cfg) -> None:
+    family = get_family(cfg.model.family)
+    check_task(family, cfg.task.name, cfg.model.name_or_path)
+    from pipeline.methods import METHODS
+
+    if cfg.method.name not in METHODS:
+        raise ConfigError(f"method={cfg.method.name} is not available; use one of {list(METHODS)}")
+    _check_model_source(cfg.model)
+    _check_trainer(cfg.trainer)
+    if cfg.data.source not in ("auto", "hub", "conll", "json", "csv", "text", "synthetic"):
+        raise ConfigError(f"data.source={cfg.data.source}: use auto, hub, conll, json, csv, text or synthetic")
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or os.path.exists(name)
+
+
+def _check_model_source(mcfg) -> None:
+    if mcfg.init == "scratch":
+        return
+    if mcfg.init != "pretrained":
+        raise ConfigError(f"model.init={mcfg.init}: use pretrained or scratch")
+    name = resolve_pkg_path(str(mcfg.name_or_path))
+    if _looks_local(name):
+        if not os.path.isdir(os.path.expanduser(name)):
+            raise ModelError(f"model.name_or_path={mcfg.name_or_path}: no such directory; give a folder holding "
+                             f"config.json, or a hub id")
+        if not os.path.isfile(os.path.join(os.path.expanduser(name), "config.json")):
+            raise ModelError(f"model.name_or_path={mcfg.name_or_path}: no config.json in that folder; is it a "
+                             f"saved model (the model/ folder of a run)?")
+        return
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json", revision=mcfg.revision), str):
+            raise ModelError(f"model.name_or_path={name} is a hub id but HF_HUB_OFFLINE=1 and it is not cached; "
+                             f"use a local path, model=minilm-offline, or model.init=scratch")
+
+
+def _check_trainer(t) -> None:
+    lr = float(t.learning_rate)
+    if not 0 < lr < 1:
+        raise ConfigError(f"trainer.learning_rate={lr} is out of range; use a value in (0, 1), e.g. 5e-5")
+    for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if int(t[key]) < 1:
+            raise ConfigError(f"trainer.{key}={t[key]} must be >= 1")
+    if int(t.max_steps) <= 0 and float(t.num_train_epochs) <= 0:
+        raise ConfigError("trainer.num_train_epochs must be > 0 (or set trainer.max_steps > 0)")
+
+
+def post_load(cfg, task, model, tokenizer) -> None:
+    """Checks that need the loaded model: sequence lengths within the model's position limit."""
+    limit = next((getattr(model.config, k) for k in ("max_position_embeddings", "n_positions")
+                  if getattr(model.config, k, None)), None)
+    if limit is None:
+        return
+    for key in ("max_length", "max_source_length", "block_size"):
+        value = cfg.task.get(key)
+        if value is not None and key in _task_keys(task) and int(value) > int(limit):
+            raise ConfigError(f"task.{key}={value} is above the model's maximum of {limit} positions; "
+                              f"set task.{key}<={limit}")
+
+
+def _task_keys(task) -> tuple:
+    return {"ner": ("max_length",), "generation": (), "summarization": ()}.get(task.name, ())

@@ -1,0 +1,65 @@
+"""``finetune`` / ``python -m pipeline``: the Hydra application.
+
+Imports stay light (hydra, omegaconf) until a run starts, so ``--help`` and ``--cfg job`` are fast.
+Errors the user can fix (pipeline.errors.PipelineError) print one line and exit 2; ``debug_errors=true`` or
+HYDRA_FULL_ERROR=1 shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("pipeline")
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # editable install: the repo's conf/
+
+
+def _prepare_env() -> None:
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")  # evaluate ignores HF_HUB_OFFLINE
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _app(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from pipeline.errors import PipelineError
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    full_errors = bool(cfg.get("debug_errors")) or os.environ.get("HYDRA_FULL_ERROR") == "1"
+    from pipeline.run import run, write_status
+
+    write_status(run_dir, "running")
+    try:
+        metrics = run(cfg, run_dir)
+    except PipelineError as e:
+        write_status(run_dir, "failed", error=str(e))
+        if full_errors:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except BaseException as e:
+        write_status(run_dir, "failed", error=f"{type(e).__name__}: {e}")
+        raise
+    write_status(run_dir, "completed")
+    key = f"test_{cfg.task.metric}"
+    value = metrics.get(key)
+    print(f"done: {key}={value:.4f}  model: {run_dir / 'model'}  metrics: {run_dir / 'metrics.json'}"
+          if isinstance(value, float) else f"done: {run_dir}")
+    return value
+
+
+def main() -> None:
+    _prepare_env()
+    _app()
+
+
+if __name__ == "__main__":
+    main()

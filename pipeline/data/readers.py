@@ -1,0 +1,111 @@
+"""Readers that turn one source (hub id, CoNLL columns, JSON/CSV, plain text) into a DatasetDict of raw rows."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipeline.errors import DataError
+
+SPLIT_KEYS = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
+EXTENSIONS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".txt": "text", ".conll": "conll", ".iob": "conll"}
+
+
+def data_files(cfg) -> dict:
+    files = {split: cfg[key] for split, key in SPLIT_KEYS.items() if cfg.get(key)}
+    for split, path in files.items():
+        if not os.path.isfile(path):
+            raise DataError(f"data.{SPLIT_KEYS[split]}={path}: file not found (cwd {os.getcwd()}); "
+                            f"give an existing path")
+        if os.path.getsize(path) == 0:
+            raise DataError(f"data.{SPLIT_KEYS[split]}={path}: the file is empty")
+    return files
+
+
+def infer_source(cfg, task_name: str) -> str:
+    """source=auto: synthetic when nothing is given, conll for .txt NER files, else by extension, else hub."""
+    if cfg.source != "auto":
+        return cfg.source
+    files = [cfg.get(k) for k in SPLIT_KEYS.values() if cfg.get(k)]
+    if files:
+        kind = EXTENSIONS.get(Path(files[0]).suffix.lower())
+        if kind is None:
+            raise DataError(f"cannot tell the format of {files[0]}; set data.source=conll|json|csv|text")
+        return "conll" if (kind == "text" and task_name == "ner") else kind
+    return "hub" if cfg.get("path") else "synthetic"
+
+
+def _conll_rows(path: str, token_col: int, tag_col: int, sep):
+    tokens, tags, width, rows = [], [], None, []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                if tokens:
+                    rows.append((tokens, tags))
+                    tokens, tags = [], []
+                continue
+            if line.startswith("-DOCSTART-"):
+                continue
+            parts = line.split(sep) if sep else line.split()
+            if width is None:
+                width = len(parts)
+            if len(parts) != width or len(parts) < 2:
+                raise DataError(f"{path}:{lineno}: expected {width if width and width >= 2 else '>= 2'} columns "
+                                f"(token ... tag), found {len(parts)}: {line[:60]!r}; fix the line or set "
+                                f"data.conll.separator")
+            try:
+                tokens.append(parts[token_col])
+                tags.append(parts[tag_col])
+            except IndexError:
+                raise DataError(f"{path}:{lineno}: data.conll.token_column={token_col} / tag_column={tag_col} "
+                                f"out of range for {len(parts)} columns") from None
+    if tokens:
+        rows.append((tokens, tags))
+    if not rows:
+        raise DataError(f"{path}: no sentences found (CoNLL: one 'token ... tag' line per word, blank line "
+                        f"between sentences)")
+    return rows
+
+
+def _gen_rows(rows):
+    for tokens, tags in rows:
+        yield {"tokens": tokens, "tags": tags}
+
+
+def read_conll(cfg, files: dict):
+    import datasets
+
+    out = {}
+    for split, path in files.items():
+        rows = _conll_rows(path, cfg.conll.token_column, cfg.conll.tag_column, cfg.conll.separator)
+        # from_generator writes an Arrow file keyed by the rows' hash: later `map`s are cached on disk.
+        out[split] = datasets.Dataset.from_generator(_gen_rows, gen_kwargs={"rows": rows})
+    return datasets.DatasetDict(out)
+
+
+def read_files(kind: str, cfg, files: dict):
+    import datasets
+
+    kwargs = {"sample_by": cfg.text.sample_by} if kind == "text" else {}
+    try:
+        return datasets.load_dataset(kind, data_files=files, **kwargs)
+    except Exception as e:  # pyarrow / json parse errors: name the file, not the stack
+        raise DataError(f"could not read {kind} files {list(files.values())}: {type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:200]}") from e
+
+
+def read_hub(cfg):
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(cfg.path, cfg.get("config_name"), revision=cfg.get("revision"))
+    except Exception as e:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+        why = "offline mode is on (HF_HUB_OFFLINE=1) and it is not cached" if offline else \
+            f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        raise DataError(f"data.path={cfg.path}: cannot load the hub dataset ({why}); use local files with "
+                        f"data.train_file=... or data=synthetic") from e
+    if not isinstance(ds, datasets.DatasetDict):
+        ds = datasets.DatasetDict({"train": ds})
+    return ds

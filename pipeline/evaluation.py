@@ -1,0 +1,20 @@
+"""Evaluate stage: validation + test metrics from real predictions, and samples written to the run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def evaluate(trainer, task, tokenizer, raw, tokenized, num_samples: int, run_dir: Path | None) -> dict:
+    metrics = {}
+    for split, prefix in (("validation", "eval"), ("test", "test")):
+        result = trainer.evaluate(eval_dataset=tokenized[split], metric_key_prefix=prefix)
+        metrics.update(task.postprocess_metrics(result, prefix))
+    if num_samples > 0 and run_dir is not None:
+        rows = task.samples(trainer, tokenizer, raw["test"], tokenized["test"], num_samples)
+        if trainer.is_world_process_zero():
+            with open(run_dir / "samples.jsonl", "w") as f:
+                for row in rows:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return metrics

@@ -1,0 +1,94 @@
+"""Model stage: tokenizer + model for the task, from a hub id, a local path, or built from config (scratch)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from pipeline.errors import ModelError
+from pipeline.families import check_model_type, get_family
+from pipeline.paths import resolve_pkg_path
+
+log = logging.getLogger(__name__)
+
+
+def _load_error(name: str, e: Exception) -> ModelError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    if os.path.sep in name or name.startswith("."):
+        why = "no such directory" if not os.path.exists(name) else f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        return ModelError(f"model.name_or_path={name}: cannot load ({why}); give a directory holding config.json")
+    why = "offline (HF_HUB_OFFLINE=1) and not in the local cache" if offline else str(e).splitlines()[0][:160]
+    return ModelError(f"model.name_or_path={name}: cannot load from the Hub ({why}); use a local path, "
+                      f"model=minilm-offline, or model.init=scratch")
+
+
+def load_tokenizer(mcfg, task):
+    from transformers import AutoTokenizer
+
+    family = get_family(mcfg.family)
+    path = resolve_pkg_path(mcfg.name_or_path)
+    kwargs = {"revision": mcfg.revision, "trust_remote_code": bool(mcfg.trust_remote_code)}
+    if family.add_prefix_space and task.name == "ner":
+        kwargs["add_prefix_space"] = True  # byte-level BPE with pre-split words
+    try:
+        return AutoTokenizer.from_pretrained(path, **kwargs)
+    except Exception as e:
+        raise _load_error(str(mcfg.name_or_path), e) from e
+
+
+def load(cfg, task, raw):
+    """Returns (tokenizer, model). ``task.prepare(raw)`` must have run (label maps)."""
+    import transformers
+
+    mcfg = cfg.model
+    family = get_family(mcfg.family)
+    auto = getattr(transformers, task.auto_class)
+    if mcfg.trust_remote_code:
+        log.warning("trust_remote_code=true: code from %s will run", mcfg.name_or_path)
+    common = {"attn_implementation": mcfg.attn_implementation} if mcfg.attn_implementation else {}
+    if mcfg.init == "scratch":
+        from pipeline.scratch import build_config, train_tokenizer
+
+        tokenizer = train_tokenizer(family, task.tokenizer_corpus(raw), int(mcfg.scratch.vocab_size))
+        config = build_config(family, tokenizer, dict(mcfg.scratch), task.model_kwargs())
+        transformers.set_seed(int(cfg.seed))
+        model = _with_attn_fallback(lambda **kw: auto.from_config(config, **kw), common)
+    elif mcfg.init == "pretrained":
+        tokenizer = load_tokenizer(mcfg, task)
+        path = resolve_pkg_path(mcfg.name_or_path)
+        try:
+            config = transformers.AutoConfig.from_pretrained(path, revision=mcfg.revision,
+                                                             trust_remote_code=bool(mcfg.trust_remote_code))
+        except Exception as e:
+            raise _load_error(str(mcfg.name_or_path), e) from e
+        check_model_type(family, config.model_type, mcfg.name_or_path)
+        kwargs = dict(revision=mcfg.revision, trust_remote_code=bool(mcfg.trust_remote_code),
+                      dtype=mcfg.dtype or None, **task.model_kwargs())
+        if task.name == "ner":
+            kwargs["ignore_mismatched_sizes"] = True  # a checkpoint's own label head is replaced by ours
+        model = _with_attn_fallback(lambda **kw: auto.from_pretrained(path, **kwargs, **kw), common)
+    else:
+        raise ModelError(f"model.init={mcfg.init}: use pretrained or scratch")
+    _ensure_pad_token(tokenizer, model)
+    return tokenizer, model
+
+
+def _with_attn_fallback(build, common):
+    try:
+        return build(**common)
+    except (ValueError, ImportError) as e:
+        if "attn" not in str(e).lower() and "attention" not in str(e).lower():
+            raise
+        log.info("attn_implementation=%s not supported here (%s); using the default", common, e)
+        return build()
+
+
+def _ensure_pad_token(tokenizer, model):
+    """GPT-2-style tokenizers have no pad token. Padding is only used for batched generation / eval here (causal-LM
+    training packs full blocks), so pad = EOS is safe: EOS labels are never masked as padding."""
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id

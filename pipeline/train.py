@@ -1,0 +1,46 @@
+"""Train stage: TrainingArguments from ``cfg.trainer`` + task facts, the task's Trainer class, and the run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from pipeline.errors import ConfigError
+
+
+def training_args(cfg, task, run_dir: Path):
+    _, args_class = task.trainer_classes()
+    fields = OmegaConf.to_container(cfg.trainer, resolve=True)
+    fields.update(output_dir=str(run_dir / "checkpoints"), seed=int(cfg.seed), run_name=str(cfg.name),
+                  metric_for_best_model=str(cfg.task.metric), greater_is_better=bool(cfg.task.greater_is_better),
+                  **task.training_args_extra())
+    if fields.get("dataloader_pin_memory") == "auto":
+        import torch
+
+        fields["dataloader_pin_memory"] = torch.cuda.is_available()
+    if not cfg.do_eval:
+        fields.update(eval_strategy="no", load_best_model_at_end=False)
+    if fields.get("report_to") in ("none", None, [], ["none"]):
+        fields["report_to"] = "none"
+    else:  # TensorBoard event files inside the run directory
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))
+    try:
+        return args_class(**fields)
+    except TypeError as e:
+        raise ConfigError(f"trainer: {e} (the trainer group takes {args_class.__name__} fields)") from e
+    except ValueError as e:
+        raise ConfigError(f"trainer: {str(e).splitlines()[0]}") from e
+
+
+def build_trainer(cfg, task, model, tokenizer, datasets, args):
+    trainer_class, _ = task.trainer_classes()
+    return trainer_class(model=model, args=args, train_dataset=datasets["train"],
+                         eval_dataset=datasets["validation"] if cfg.do_eval else None,
+                         processing_class=tokenizer, **task.trainer_kwargs(tokenizer, model))
+
+
+def train(trainer, resume_from_checkpoint=None) -> dict:
+    result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    return dict(result.metrics)

@@ -67,6 +67,7 @@ def run(cfg, run_dir: Path) -> dict:
     if trainer.is_world_process_zero():
         partial = run_dir / ".model.partial"
         trainer.save_model(str(partial))
+        (partial / "training_args.bin").unlink(missing_ok=True)  # a pickle; the resolved config is in .hydra/
         command = "finetune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         (partial / "README.md").write_text(report.model_card(cfg, metrics, command))
         publish_dir(partial, run_dir / "model")

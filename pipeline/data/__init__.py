@@ -74,13 +74,12 @@ def _complete_splits(ds, cfg, seed: int):
 
     if "train" not in ds:
         raise DataError(f"no train split in the data (found {list(ds)}); give data.train_file=...")
-    ds = datasets.DatasetDict(ds)
+    ds, n = datasets.DatasetDict(ds), len(ds["train"])
     for split, pct in (("validation", cfg.validation_split_percentage), ("test", cfg.test_split_percentage)):
         if split not in ds:
-            if len(ds["train"]) < 3:
-                raise DataError(f"cannot cut a {split} split from {len(ds['train'])} training rows; "
-                                f"give data.{split}_file=...")
-            parts = ds["train"].train_test_split(test_size=max(1, int(len(ds["train"]) * pct / 100)), seed=seed)
+            if n < 3:
+                raise DataError(f"cannot cut a {split} split from {n} training rows; give data.{split}_file=...")
+            parts = ds["train"].train_test_split(test_size=max(1, int(n * pct / 100)), seed=seed)
             ds["train"], ds[split] = parts["train"], parts["test"]
     return datasets.DatasetDict({k: ds[k] for k in ("train", "validation", "test")})
 

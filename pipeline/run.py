@@ -1,8 +1,8 @@
-"""One fine-tuning run, stage by stage: setup (check, data, model, method) -> train -> evaluate -> report.
+"""One fine-tuning run, stage by stage: setup (check, data, model, method) -> train -> evaluate -> rlhf -> report.
 
-Stages hand plain values to the next; the run directory is the only thing shared on disk. Only the main process
-writes files. ``status.json`` says running / completed / failed; ``model/`` and ``metrics.json`` appear only
-when complete (written aside, then renamed).
+Stages hand plain values to the next (a ``Run`` holds them); the run directory is the only thing shared on disk.
+Only the main process writes files. ``status.json`` says running / completed / failed; ``model/`` and
+``metrics.json`` appear only when complete (written aside, then renamed).
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.paths import publish_dir, write_json_atomic
 
@@ -32,44 +34,88 @@ def write_status(run_dir: Path, status: str, **extra) -> None:
         write_json_atomic(run_dir / "status.json", {"status": status, "time": time.time(), **extra})
 
 
-def run(cfg, run_dir: Path) -> dict:
-    from pipeline import check, evaluation, methods, models, report, train
+@dataclass
+class Run:
+    """What the stages produce and pass on."""
+    cfg: Any
+    run_dir: Path
+    task: Any = None
+    raw: Any = None
+    tokenizer: Any = None
+    model: Any = None
+    tokenized: Any = None
+    trainer: Any = None
+    metrics: dict = field(default_factory=dict)
+    t0: float = field(default_factory=time.time)
+
+
+def setup(r: Run) -> None:
+    """check -> data -> model -> method -> trainer."""
+    from pipeline import check, methods, models, train
     from pipeline.data import load_raw
     from pipeline.families import get_family
     from pipeline.tasks import get_task
 
-    t0 = time.time()
-    # -- setup ---------------------------------------------------------------------------------------------------
+    cfg = r.cfg
     check.validate(cfg)
-    task = get_task(cfg)
-    raw = load_raw(cfg.data, task.name, int(cfg.seed))
-    task.prepare(raw)
-    log.info("data: %s", {k: len(v) for k, v in raw.items()})
-    tokenizer, model = models.load(cfg, task, raw)
-    check.post_load(cfg, task, model, tokenizer)
-    t_tok = time.time()
-    tokenized = task.preprocess(raw, tokenizer, model)
-    tokenize_seconds = time.time() - t_tok
-    model = methods.apply(cfg.method, model, get_family(cfg.model.family), task)
-    args = train.training_args(cfg, task, run_dir)
-    trainer = train.build_trainer(cfg, task, model, tokenizer, tokenized, args)
-    # -- train ---------------------------------------------------------------------------------------------------
-    metrics = {}
-    if cfg.do_train:
-        metrics.update(train.train(trainer))
-    # -- evaluate ------------------------------------------------------------------------------------------------
-    if cfg.do_eval:
-        metrics.update(evaluation.evaluate(trainer, task, tokenizer, raw, tokenized, int(cfg.num_samples), run_dir))
-    # -- report (main process only) ------------------------------------------------------------------------------
-    metrics.update(report.run_facts(cfg, trainer.model, task, raw, tokenized, metrics, world_size()))
-    metrics.update(tokenize_seconds=tokenize_seconds, wall_seconds=time.time() - t0,
-                   best_checkpoint=trainer.state.best_model_checkpoint)
-    if trainer.is_world_process_zero():
-        partial = run_dir / ".model.partial"
-        trainer.save_model(str(partial))
+    r.task = get_task(cfg)
+    r.raw = load_raw(cfg.data, r.task.name, int(cfg.seed))
+    r.task.prepare(r.raw)
+    log.info("data: %s", {k: len(v) for k, v in r.raw.items()})
+    r.tokenizer, r.model = models.load(cfg, r.task, r.raw)
+    check.post_load(cfg, r.task, r.model, r.tokenizer)
+    t = time.time()
+    r.tokenized = r.task.preprocess(r.raw, r.tokenizer, r.model)
+    r.metrics["tokenize_seconds"] = time.time() - t
+    r.model = methods.apply(cfg.method, r.model, get_family(cfg.model.family), r.task)
+    args = train.training_args(cfg, r.task, r.run_dir)
+    r.trainer = train.build_trainer(cfg, r.task, r.model, r.tokenizer, r.tokenized, args)
+
+
+def train_stage(r: Run) -> None:
+    from pipeline import train
+
+    if r.cfg.do_train:
+        r.metrics.update(train.train(r.trainer, resume_from_checkpoint=r.cfg.get("resume")))
+
+
+def evaluate_stage(r: Run) -> None:
+    from pipeline import evaluation
+
+    if r.cfg.do_eval:
+        r.metrics.update(evaluation.evaluate(r.trainer, r.task, r.tokenizer, r.raw, r.tokenized,
+                                             int(r.cfg.num_samples), r.run_dir))
+
+
+def rlhf_stage(r: Run) -> None:
+    """Optional RLHF after supervised fine-tuning (conf/rlhf/); nothing when ``rlhf`` is null."""
+    if r.cfg.get("rlhf"):
+        from pipeline.rlhf import run_rlhf
+
+        r.metrics.update(run_rlhf(r))
+
+
+def report_stage(r: Run) -> None:
+    from pipeline import report
+
+    m = r.metrics
+    m.update(report.run_facts(r.cfg, r.trainer.model, r.task, r.raw, r.tokenized, m, world_size()))
+    m.update(wall_seconds=time.time() - r.t0, best_checkpoint=r.trainer.state.best_model_checkpoint)
+    if r.trainer.is_world_process_zero():
+        partial = r.run_dir / ".model.partial"
+        r.trainer.save_model(str(partial))
         (partial / "training_args.bin").unlink(missing_ok=True)  # a pickle; the resolved config is in .hydra/
         command = "finetune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        (partial / "README.md").write_text(report.model_card(cfg, metrics, command))
-        publish_dir(partial, run_dir / "model")
-        write_json_atomic(run_dir / "metrics.json", metrics)
-    return metrics
+        (partial / "README.md").write_text(report.model_card(r.cfg, m, command))
+        publish_dir(partial, r.run_dir / "model")
+        write_json_atomic(r.run_dir / "metrics.json", m)
+
+
+STAGES = (setup, train_stage, evaluate_stage, rlhf_stage, report_stage)
+
+
+def run(cfg, run_dir: Path) -> dict:
+    r = Run(cfg=cfg, run_dir=Path(run_dir))
+    for stage in STAGES:
+        stage(r)
+    return r.metrics

@@ -36,9 +36,16 @@ def _check_model_source(mcfg) -> None:
         if not os.path.isdir(os.path.expanduser(name)):
             raise ModelError(f"model.name_or_path={mcfg.name_or_path}: no such directory; give a folder holding "
                              f"config.json, or a hub id")
-        if not os.path.isfile(os.path.join(os.path.expanduser(name), "config.json")):
+        config_file = os.path.join(os.path.expanduser(name), "config.json")
+        if not os.path.isfile(config_file):
             raise ModelError(f"model.name_or_path={mcfg.name_or_path}: no config.json in that folder; is it a "
                              f"saved model (the model/ folder of a run)?")
+        import json
+
+        from pipeline.families import check_model_type
+
+        with open(config_file) as f:  # a checkpoint of another family is refused before any data work
+            check_model_type(get_family(mcfg.family), json.load(f).get("model_type", ""), mcfg.name_or_path)
         return
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         from huggingface_hub import try_to_load_from_cache

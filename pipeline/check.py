@@ -80,4 +80,5 @@ def post_load(cfg, task, model, tokenizer) -> None:
 
 
 def _task_keys(task) -> tuple:
-    return {"ner": ("max_length",), "generation": (), "summarization": ()}.get(task.name, ())
+    # generation clamps task.block_size to the model's limit itself (tasks/generation.py)
+    return {"ner": ("max_length",), "generation": (), "summarization": ("max_source_length",)}.get(task.name, ())

@@ -22,6 +22,9 @@ def training_args(cfg, task, run_dir: Path):
         fields["dataloader_pin_memory"] = torch.cuda.is_available()
     if not cfg.do_eval:
         fields.update(eval_strategy="no", load_best_model_at_end=False)
+    fields.setdefault("logging_nan_inf_filter", False)  # guards.NonFiniteGuard must see NaN/inf losses
+    if fields.get("push_to_hub") and fields.get("hub_private_repo") is None:
+        fields["hub_private_repo"] = True  # pushes are private unless trainer.hub_private_repo=false
     if fields.get("report_to") in ("none", None, [], ["none"]):
         fields["report_to"] = "none"
     else:  # TensorBoard event files inside the run directory
@@ -35,12 +38,18 @@ def training_args(cfg, task, run_dir: Path):
 
 
 def build_trainer(cfg, task, model, tokenizer, datasets, args):
+    from pipeline import throughput
+
     trainer_class, _ = task.trainer_classes()
-    return trainer_class(model=model, args=args, train_dataset=datasets["train"],
-                         eval_dataset=datasets["validation"] if cfg.do_eval else None,
-                         processing_class=tokenizer, **task.trainer_kwargs(tokenizer, model))
+    trainer = trainer_class(model=model, args=args, train_dataset=datasets["train"],
+                            eval_dataset=datasets["validation"] if cfg.do_eval else None,
+                            processing_class=tokenizer, **task.trainer_kwargs(tokenizer, model))
+    throughput.attach(trainer)  # tokens processed / useful, pad fraction, tokens/s (pipeline/throughput.py)
+    return trainer
 
 
 def train(trainer, resume_from_checkpoint=None) -> dict:
+    from pipeline import throughput
+
     result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    return dict(result.metrics)
+    return {**result.metrics, **throughput.facts(trainer)}

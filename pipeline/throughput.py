@@ -1,0 +1,122 @@
+"""Training throughput facts for metrics.json: tokens processed vs useful (non-padding) tokens, pad fraction,
+tokens/s, FLOP/s (and MFU on a known GPU), start-up time and memory.
+
+``attach(trainer)`` registers a forward pre-hook on the model that counts, for every forward pass made in training
+mode (evaluation batches are not counted), the tokens of the collated batch exactly as the model receives them:
+
+- processed = ``input_ids.numel()`` (+ ``decoder_input_ids`` / ``labels`` numel for encoder-decoder models)
+- useful    = ``attention_mask.sum()`` (+ ``labels != -100`` for encoder-decoder models)
+
+Counts stay on the model's device until the end of training (no host sync per step). ``facts(trainer)`` returns the
+figures; train.py adds them to the train metrics. Counts are per process (one rank under DDP).
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+
+from transformers import TrainerCallback
+
+# Dense bf16 peak FLOP/s per GPU for MFU (datasheet figures; MFU is None on other devices, e.g. CPU).
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2 ** 20
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024 ** 2)
+
+
+class ThroughputMeter(TrainerCallback):
+    """Counts tokens seen in training forwards and times the training loop."""
+
+    def __init__(self, model):
+        self.encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+        self.processed, self.useful, self.forwards = 0, None, 0
+        self.t0 = self.t1 = None
+        self.rss_at_train_begin = None
+        import torch
+
+        # Under torch.compile the hook runs eagerly (a graph break before the model) instead of being traced.
+        self.handle = model.register_forward_pre_hook(torch.compiler.disable(self._count), with_kwargs=True)
+
+    def _count(self, module, args, kwargs):
+        if not module.training:
+            return None
+        ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
+        if ids is None:
+            return None
+        useful = mask.sum() if mask is not None else ids.numel()
+        self.processed += ids.numel()
+        if self.encoder_decoder:
+            labels = kwargs.get("labels")
+            target = kwargs.get("decoder_input_ids", labels)
+            if target is not None:
+                self.processed += target.numel()
+                useful = useful + ((labels != -100).sum() if labels is not None else target.numel())
+        self.useful = useful if self.useful is None else self.useful + useful
+        self.forwards += 1
+        return None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.t0 = time.time()
+        self.rss_at_train_begin = _rss_mb()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.t1 = time.time()
+
+    def facts(self, state=None) -> dict:
+        if self.t0 is None or self.t1 is None or not self.forwards:
+            return {}
+        import psutil
+
+        elapsed = max(self.t1 - self.t0, 1e-9)
+        useful = int(self.useful) if self.useful is not None else 0
+        out = {
+            "train_loop_seconds": elapsed,
+            "train_tokens_processed": self.processed,
+            "train_tokens_useful": useful,
+            "train_pad_fraction": 1.0 - useful / max(1, self.processed),
+            "train_processed_tokens_per_second": self.processed / elapsed,
+            "train_useful_tokens_per_second": useful / elapsed,
+            "startup_seconds": self.t0 - psutil.Process().create_time(),  # process start -> first training step
+            "rss_at_train_begin_mb": self.rss_at_train_begin,
+            "peak_rss_mb_at_train_end": _peak_rss_mb(),
+        }
+        flos = float(getattr(state, "total_flos", 0) or 0)
+        if flos:
+            out["train_flops_per_second"] = flos / elapsed  # Trainer's 6 * params * tokens estimate
+            peak = _gpu_peak_flops()
+            if peak:
+                out["mfu"] = out["train_flops_per_second"] / peak
+        return out
+
+
+def _gpu_peak_flops() -> float | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+def attach(trainer) -> ThroughputMeter:
+    """Count tokens of every training forward of ``trainer.model`` and time its training loop."""
+    meter = ThroughputMeter(trainer.model)
+    trainer.add_callback(meter)
+    return meter
+
+
+def facts(trainer) -> dict:
+    """The figures of the meter attached to ``trainer`` ({} when none is attached or nothing trained)."""
+    for cb in trainer.callback_handler.callbacks:
+        if isinstance(cb, ThroughputMeter):
+            return cb.facts(trainer.state)
+    return {}

@@ -34,20 +34,31 @@ def _app(cfg: DictConfig) -> float | None:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     full_errors = bool(cfg.get("debug_errors")) or os.environ.get("HYDRA_FULL_ERROR") == "1"
-    from pipeline.run import run, write_status
+    from contextlib import nullcontext
 
+    from pipeline.lock import RunLock
+    from pipeline.run import is_main_process, run, write_status
+
+    lock = RunLock(run_dir) if is_main_process() else nullcontext()
+    try:
+        lock.__enter__()  # one run per directory; a busy one is left alone, its status.json included
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
     write_status(run_dir, "running")
     try:
         metrics = run(cfg, run_dir)
-    except PipelineError as e:
-        write_status(run_dir, "failed", error=str(e))
-        if full_errors:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
     except BaseException as e:
-        write_status(run_dir, "failed", error=f"{type(e).__name__}: {e}")
-        raise
+        from pipeline.guards import user_error  # OOM, disk full, a PipelineError wrapped by datasets / Trainer
+
+        err = e if isinstance(e, PipelineError) else user_error(e, cfg, run_dir)
+        write_status(run_dir, "failed", error=str(err) if err else f"{type(e).__name__}: {e}")
+        if err is None or full_errors:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    finally:
+        lock.__exit__(None, None, None)
     write_status(run_dir, "completed")
     key = f"test_{cfg.task.metric}"
     value = metrics.get(key)

@@ -46,18 +46,20 @@ class Run:
     tokenized: Any = None
     trainer: Any = None
     metrics: dict = field(default_factory=dict)
+    resume: str | None = None     # checkpoint to continue from (pipeline/resume.py)
     t0: float = field(default_factory=time.time)
 
 
 def setup(r: Run) -> None:
     """check -> data -> model -> method -> trainer."""
-    from pipeline import check, methods, models, train
+    from pipeline import check, guards, methods, models, resume, train
     from pipeline.data import load_raw
     from pipeline.families import get_family
     from pipeline.tasks import get_task
 
     cfg = r.cfg
     check.validate(cfg)
+    r.resume = resume.resolve(cfg.get("resume"), r.run_dir, tidy=is_main_process())
     r.task = get_task(cfg)
     r.raw = load_raw(cfg.data, r.task.name, int(cfg.seed))
     r.task.prepare(r.raw)
@@ -70,13 +72,14 @@ def setup(r: Run) -> None:
     r.model = methods.apply(cfg.method, r.model, get_family(cfg.model.family), r.task)
     args = train.training_args(cfg, r.task, r.run_dir)
     r.trainer = train.build_trainer(cfg, r.task, r.model, r.tokenizer, r.tokenized, args)
+    guards.install(r.trainer)  # COMPLETE marker per checkpoint, stop on NaN/inf loss
 
 
 def train_stage(r: Run) -> None:
     from pipeline import train
 
     if r.cfg.do_train:
-        r.metrics.update(train.train(r.trainer, resume_from_checkpoint=r.cfg.get("resume")))
+        r.metrics.update(train.train(r.trainer, resume_from_checkpoint=r.resume))
 
 
 def evaluate_stage(r: Run) -> None:

@@ -1,0 +1,144 @@
+"""Guards around the Trainer: complete-checkpoint markers, a stop on NaN/inf loss, and one-line messages for
+out-of-memory, a full disk, and user errors raised deep inside datasets.map or the Trainer.
+
+``install(trainer)`` adds the callbacks; ``user_error(exc, cfg)`` (used by cli.py) turns such an exception into a
+PipelineError, or returns None for a real bug (which keeps its traceback).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from pipeline.errors import PipelineError
+from pipeline.resume import MARKER, newest_complete
+
+
+class TrainingError(PipelineError):
+    """Training stopped for a reason the user can act on (divergence, memory, disk)."""
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class CheckpointMarker(TrainerCallback):
+    """After the Trainer has written checkpoint-N completely, flush it to disk and write ``COMPLETE`` (atomically).
+    resume=auto only picks folders with the marker: a run killed mid-save never resumes from a partial folder."""
+
+    def on_save(self, args, state, control, **kwargs):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # every rank has written its part (rng_state_<rank>.pth, shards)
+        if not state.is_world_process_zero:
+            return
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if not ckpt.is_dir():
+            return
+        files = sorted(str(p.relative_to(ckpt)) for p in ckpt.rglob("*") if p.is_file() and p.name != MARKER)
+        for f in files:
+            _fsync(ckpt / f)
+        tmp = ckpt / f".{MARKER}.tmp"
+        tmp.write_text(json.dumps({"step": state.global_step, "files": files}))
+        _fsync(tmp)
+        os.replace(tmp, ckpt / MARKER)
+        _fsync(ckpt)
+
+
+def _last_good(args) -> str:
+    ckpt = newest_complete(Path(args.output_dir).parent)
+    return f"the last good checkpoint is kept: {ckpt}" if ckpt else "no checkpoint had been saved yet"
+
+
+class NonFiniteGuard(TrainerCallback):
+    """Stop on a NaN/inf training loss (every log) or non-finite weights (before every save), naming the step.
+    Raising here, before the Trainer's save of the same step, means no checkpoint with broken weights is written.
+    Needs ``logging_nan_inf_filter=False`` (train.py): with the filter the Trainer hides NaN losses in the logs."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if isinstance(loss, (int, float)) and not math.isfinite(loss):
+            first = state.global_step - args.logging_steps + 1 if args.logging_strategy == "steps" else None
+            span = f"steps {max(1, first)}-{state.global_step}" if first else f"step {state.global_step}"
+            raise TrainingError(f"training loss is {loss} at step {state.global_step} (mean over {span}); stopped, "
+                                f"{_last_good(args)}; lower trainer.learning_rate, keep trainer.max_grad_norm > 0, "
+                                f"or train in bf16/fp32 instead of fp16")
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if control.should_save:  # step-based saves are decided here, epoch saves in on_epoch_end
+            self._check_weights(args, state, model)
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        if control.should_save:
+            self._check_weights(args, state, model)
+
+    @staticmethod
+    def _check_weights(args, state, model) -> None:
+        import torch
+
+        if model is None:
+            return
+        bad = next((n for n, p in model.named_parameters() if not torch.isfinite(p.detach()).all()), None)
+        if bad is not None:
+            raise TrainingError(f"weight {bad} is not finite at step {state.global_step}; stopped before saving, "
+                                f"{_last_good(args)}; lower trainer.learning_rate or keep trainer.max_grad_norm > 0")
+
+
+def install(trainer) -> None:
+    trainer.add_callback(CheckpointMarker())
+    trainer.add_callback(NonFiniteGuard())
+
+
+# -- exceptions -> one line -------------------------------------------------------------------------------------
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+DISK_WORDS = ("No space left on device", "Disk quota exceeded", "File too large")
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def oom_message(exc: BaseException, cfg) -> str:
+    t = cfg.trainer
+    return (f"out of memory ({_first_line(exc)}); lower trainer.per_device_train_batch_size "
+            f"(now {t.per_device_train_batch_size}) / per_device_eval_batch_size (now {t.per_device_eval_batch_size}) "
+            f"and raise trainer.gradient_accumulation_steps (now {t.gradient_accumulation_steps}) to keep the "
+            f"global batch, set trainer.activation_checkpointing=true, train adapters (method=lora), use "
+            f"trainer.bf16=true, or shorten task.max_length / block_size / max_source_length")
+
+
+def user_error(exc: BaseException, cfg=None, run_dir: Path | None = None) -> PipelineError | None:
+    """A PipelineError for ``exc`` when it is the user's to fix (or wraps such an error), else None."""
+    for e in _chain(exc):
+        if isinstance(e, PipelineError):
+            return e
+    for e in _chain(exc):
+        if type(e).__name__ == "OutOfMemoryError" or isinstance(e, MemoryError) or "CUDA out of memory" in str(e):
+            return TrainingError(oom_message(e, cfg) if cfg is not None else f"out of memory ({_first_line(e)})")
+        disk = getattr(e, "errno", None) in DISK_ERRNOS or any(w in str(e) for w in DISK_WORDS)
+        if disk:
+            where = getattr(e, "filename", None) or "the run directory"
+            kept = newest_complete(run_dir) if run_dir is not None else None
+            return TrainingError(f"disk full while writing {where} ({_first_line(e)}); "
+                                 f"{'the previous checkpoint is intact: ' + str(kept) if kept else 'no complete checkpoint yet'}"
+                                 f"; free space (or lower trainer.save_total_limit) and rerun with resume=auto")
+    return None

@@ -1,0 +1,98 @@
+"""The run directory: writable before Hydra creates it, and used by one run at a time.
+
+``RunDirCheck`` is a Hydra callback (conf/hydra/default.yaml) that runs before Hydra creates the run directory: an
+unwritable place gives one line and exit 2 instead of Hydra's traceback. ``RunLock`` holds an exclusive ``flock`` on
+``<run dir>/.lock`` for the whole run; the kernel drops it when the process dies (even SIGKILL), so a lock left by a
+dead run is simply taken over. Light imports only: this module loads at CLI start-up.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+
+from pipeline.errors import PipelineError
+
+log = logging.getLogger("pipeline")
+LOCK_NAME = ".lock"
+
+
+class RunDirBusy(PipelineError):
+    """Another live run holds the run directory."""
+
+
+def unwritable_reason(run_dir: str | os.PathLike) -> str | None:
+    """None when ``run_dir`` exists and takes files, or can be created; else why not. Creates nothing that stays."""
+    d = Path(run_dir).expanduser().absolute()
+    existing = next(p for p in (d, *d.parents) if os.path.lexists(p))
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        return f"cannot write in {existing}: {e.strerror or e}"
+    return None
+
+
+class RunDirCheck(Callback):
+    """Hydra callback: refuse an unwritable hydra.run.dir / hydra.sweep.dir before Hydra tries to create it."""
+
+    def _check(self, key: str, value) -> None:
+        why = unwritable_reason(str(value))
+        if why:
+            print(f"error: {key}={value}: cannot create the run directory ({why}); give a writable folder with "
+                  f"{key}=... (or output_root=...)", file=sys.stderr)
+            sys.exit(2)
+
+    def on_run_start(self, config, **kwargs) -> None:
+        self._check("hydra.run.dir", config.hydra.run.dir)
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        self._check("hydra.sweep.dir", config.hydra.sweep.dir)
+
+
+class RunLock:
+    """``with RunLock(run_dir):`` one run per directory. A second run gets RunDirBusy naming the holder."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir) / LOCK_NAME
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunDirBusy(f"run directory {self.path.parent} is in use by another finetune run ({holder}); wait "
+                             f"for it to finish or give another hydra.run.dir") from None
+        except OSError as e:  # a filesystem without flock: run unlocked rather than not at all
+            os.close(fd)
+            log.warning("could not lock %s (%s); not protected against a second run in the same directory",
+                        self.path, e)
+            return self
+        previous = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        if previous:
+            log.warning("run directory lock: taking over the stale lock of a run that died (%s)", previous)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)  # an empty lock file = released cleanly
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None

@@ -3,6 +3,10 @@ architecture built from config. This is what tests and debug=smoke use, so every
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 from pipeline.families import Family, scratch_config_kwargs
 
 BPE_SPECIALS = {  # byte-level BPE families: (special tokens in id order, wrapper kwargs)
@@ -14,7 +18,31 @@ ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
 def train_tokenizer(family: Family, texts, vocab_size: int):
-    """Train a fast tokenizer of ``family.tokenizer_kind`` on ``texts`` (an iterator of strings)."""
+    """A fast tokenizer of ``family.tokenizer_kind`` trained on ``texts`` (strings), cached on disk by a hash of
+    (family, texts, vocab size). WordPiece / Unigram training breaks frequency ties in hash-map order, so two
+    trainings on the same texts can number the vocabulary differently; reusing the first one keeps token ids, and
+    with them the datasets cache of the tokenised data, the same across runs (the second run skips tokenisation)."""
+    import datasets
+    from datasets.fingerprint import Hasher
+    from transformers import PreTrainedTokenizerFast
+
+    texts = list(texts)
+    key = Hasher.hash([family.name, family.tokenizer_kind, family.lowercase, family.add_prefix_space, vocab_size,
+                       texts])
+    path = Path(datasets.config.HF_DATASETS_CACHE) / "pipeline_scratch_tokenizers" / key
+    if not (path / "tokenizer.json").is_file():
+        partial = path.with_name(f".{key}.{os.getpid()}.partial")
+        _train_tokenizer(family, texts, vocab_size).save_pretrained(partial)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(partial, path)  # atomic: concurrent runs never read a half-written tokenizer
+        except OSError:  # another run published it first
+            shutil.rmtree(partial, ignore_errors=True)
+    return PreTrainedTokenizerFast.from_pretrained(str(path))  # loaded from disk in every run: one hash
+
+
+def _train_tokenizer(family: Family, texts, vocab_size: int):
+    """Train a fast tokenizer of ``family.tokenizer_kind`` on ``texts`` (an iterable of strings)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 

@@ -6,7 +6,9 @@ sentences mix first and last names into combinations the training split has rare
 
 from __future__ import annotations
 
+import hashlib
 import random
+from pathlib import Path
 
 FIRST = ["Angela", "John", "Maria", "Li", "Ahmed", "Sofia", "Pierre", "Yuki", "Carlos", "Anna", "David", "Fatima",
          "Ivan", "Grace", "Omar", "Elena", "Kofi", "Hannah", "Raj", "Lucia"]
@@ -79,11 +81,19 @@ def generate(task_name: str, sizes, seed: int):
     """DatasetDict with train / validation / test for ``task_name``; identical for the same seed and sizes."""
     import datasets
 
-    make = GENERATORS[task_name]
     splits = {}
-    for offset, split in enumerate(("train", "validation", "test")):
-        rng = random.Random(f"{task_name}-{seed}-{split}")
-        n = int(sizes[f"num_{split}"])
-        rows = [make(rng) for _ in range(n)]
-        splits[split] = datasets.Dataset.from_list(rows)
+    for split in ("train", "validation", "test"):
+        # from_generator writes an Arrow file in the datasets cache (keyed by these arguments), so the later
+        # tokenising `map` is cached on disk too: a second run with the same tokenizer skips it. (from_list would
+        # be in memory, and maps of in-memory datasets are never cached.)
+        # "source": functions of an importable module are hashed by name, so an edit of this file must change the key
+        splits[split] = datasets.Dataset.from_generator(
+            _rows, gen_kwargs={"task_name": task_name, "seed": seed, "split": split, "n": int(sizes[f"num_{split}"]),
+                               "source": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]})
     return datasets.DatasetDict(splits)
+
+
+def _rows(task_name: str, seed: int, split: str, n: int, source: str = ""):
+    make, rng = GENERATORS[task_name], random.Random(f"{task_name}-{seed}-{split}")
+    for _ in range(n):
+        yield make(rng)

@@ -15,6 +15,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline import distributed
+
 log = logging.getLogger("pipeline")
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # editable install: the repo's conf/
 
@@ -53,6 +55,7 @@ def _app(cfg: DictConfig) -> float | None:
 
         err = e if isinstance(e, PipelineError) else user_error(e, cfg, run_dir)
         write_status(run_dir, "failed", error=str(err) if err else f"{type(e).__name__}: {e}")
+        distributed.exit_if_secondary(err.exit_code if err else 1)  # several ranks: the first failure shows
         if err is None or full_errors:
             raise
         print(f"error: {err}", file=sys.stderr)
@@ -62,14 +65,19 @@ def _app(cfg: DictConfig) -> float | None:
     write_status(run_dir, "completed")
     key = f"test_{cfg.task.metric}"
     value = metrics.get(key)
-    print(f"done: {key}={value:.4f}  model: {run_dir / 'model'}  metrics: {run_dir / 'metrics.json'}"
-          if isinstance(value, float) else f"done: {run_dir}")
+    if is_main_process():  # one line per run, not per rank
+        print(f"done: {key}={value:.4f}  model: {run_dir / 'model'}  metrics: {run_dir / 'metrics.json'}"
+              if isinstance(value, float) else f"done: {run_dir}")
     return value
 
 
 def main() -> None:
     _prepare_env()
-    _app()
+    distributed.before_hydra()  # under accelerate launch / torchrun: one run directory, quiet non-main ranks
+    try:
+        _app()
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

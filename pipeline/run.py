@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline import distributed
 from pipeline.paths import publish_dir, write_json_atomic
 
 log = logging.getLogger("pipeline")
@@ -59,6 +60,7 @@ def setup(r: Run) -> None:
 
     cfg = r.cfg
     check.validate(cfg)
+    distributed.configure(cfg)  # batch from trainer.global_batch_size; launcher settings agree with cfg.trainer
     r.resume = resume.resolve(cfg.get("resume"), r.run_dir, tidy=is_main_process())
     r.task = get_task(cfg)
     r.raw = load_raw(cfg.data, r.task.name, int(cfg.seed))
@@ -104,9 +106,10 @@ def report_stage(r: Run) -> None:
     m = r.metrics
     m.update(report.run_facts(r.cfg, r.trainer.model, r.task, r.raw, r.tokenized, m, world_size()))
     m.update(wall_seconds=time.time() - r.t0, best_checkpoint=r.trainer.state.best_model_checkpoint)
+    m.update(distributed.run_facts(r.trainer))  # every rank: effective batch, replicas in sync (a collective)
+    partial = r.run_dir / ".model.partial"
+    r.trainer.save_model(str(partial))  # every rank (FSDP / ZeRO-3 gather weights collectively); rank 0 writes
     if r.trainer.is_world_process_zero():
-        partial = r.run_dir / ".model.partial"
-        r.trainer.save_model(str(partial))
         (partial / "training_args.bin").unlink(missing_ok=True)  # a pickle; the resolved config is in .hydra/
         command = "finetune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         (partial / "README.md").write_text(report.model_card(r.cfg, m, command))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from pipeline import distributed
 from pipeline.errors import ConfigError
 
 
@@ -29,6 +30,7 @@ def training_args(cfg, task, run_dir: Path):
         fields["report_to"] = "none"
     else:  # TensorBoard event files inside the run directory
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))
+    fields = distributed.training_fields(fields)  # pops global_batch_size; use_cpu for multi-process CPU (gloo)
     try:
         return args_class(**fields)
     except TypeError as e:
@@ -41,6 +43,7 @@ def build_trainer(cfg, task, model, tokenizer, datasets, args):
     from pipeline import throughput
 
     trainer_class, _ = task.trainer_classes()
+    distributed.fsdp_wrap(cfg, model)  # FSDP auto-wrap: the family's layer classes (families.py fsdp_layers)
     trainer = trainer_class(model=model, args=args, train_dataset=datasets["train"],
                             eval_dataset=datasets["validation"] if cfg.do_eval else None,
                             processing_class=tokenizer, **task.trainer_kwargs(tokenizer, model))

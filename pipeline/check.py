@@ -20,6 +20,10 @@ def validate(cfg) -> None:
     _check_trainer(cfg.trainer)
     if cfg.data.source not in ("auto", "hub", "conll", "json", "csv", "text", "synthetic"):
         raise ConfigError(f"data.source={cfg.data.source}: use auto, hub, conll, json, csv, text or synthetic")
+    if cfg.get("rlhf"):  # the RLHF stage's own checks (pipeline/rlhf/), before the fine-tuning work
+        from pipeline.rlhf import validate as validate_rlhf
+
+        validate_rlhf(cfg)
 
 
 def _looks_local(name: str) -> bool:

@@ -1,0 +1,143 @@
+"""Glue shared by the RLHF steps: TRL config objects from ``cfg.rlhf``, the LoRA config, tokenizers, and saving a
+step's model as a plain reloadable folder (LoRA merged) on the main process only."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from pipeline.errors import ConfigError, ModelError
+
+log = logging.getLogger("pipeline.rlhf")
+
+# TrainingArguments fields taken over from the run's trainer group (precision, logging, loader); the rest of
+# cfg.trainer (epochs, eval/save strategy, best-model selection) belongs to the supervised stage.
+SHARED_TRAINER_FIELDS = ("bf16", "tf32", "disable_tqdm", "dataloader_num_workers", "max_grad_norm", "weight_decay",
+                         "lr_scheduler_type")
+
+
+def main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def wait_for_everyone() -> None:
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
+
+
+def trl_args(config_class, fields, cfg, out_dir: Path, **extra):
+    """``config_class`` (a TRL config) from the run's shared trainer fields, ``fields`` (a cfg.rlhf trainer block)
+    and ``extra``; no checkpoints, no evaluation during training (the stage evaluates before and after itself)."""
+    base = {k: cfg.trainer[k] for k in SHARED_TRAINER_FIELDS if cfg.trainer.get(k) is not None}
+    user = OmegaConf.to_container(fields, resolve=True) if not isinstance(fields, dict) else dict(fields)
+    kwargs = {**base, "output_dir": str(out_dir / "checkpoints"), "seed": int(cfg.seed), "report_to": "none",
+              "save_strategy": "no", "eval_strategy": "no", "gradient_checkpointing": False,
+              "logging_steps": 10, **user, **extra}
+    if uses_peft(cfg) and cfg.method.get("lr_scale"):  # as in fine-tuning: adapters take a larger step
+        kwargs["learning_rate"] = float(kwargs.get("learning_rate", 5e-5)) * float(cfg.method.lr_scale)
+    try:
+        return config_class(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"rlhf: {e} ({config_class.__name__} fields)") from e
+    except ValueError as e:
+        raise ConfigError(f"rlhf: {str(e).splitlines()[0]}") from e
+
+
+def uses_peft(cfg) -> bool:
+    """method=full -> False; LoRA-type methods -> True; other methods are refused for the RLHF stage."""
+    from pipeline.methods import method_kind
+
+    m = cfg.method
+    kind = method_kind(m)
+    if kind == "full":
+        return False
+    if kind != "peft" or str(m.get("peft_type")) != "LORA":
+        raise ConfigError(f"rlhf supports method=full or a LoRA method (lora, rslora, dora), not method={m.name}")
+    return True
+
+
+def peft_config(cfg, family_name: str, task_type: str):
+    """None for method=full; else the peft LoraConfig that pipeline/methods.py builds from cfg.method, for
+    ``task_type`` (CAUSAL_LM for the policy, SEQ_CLS for the reward model: its score head trains and is saved)."""
+    if not uses_peft(cfg):
+        return None
+    from pipeline.families import get_family
+    from pipeline.methods import peft_config as method_peft_config
+
+    config = method_peft_config(cfg.method, get_family(family_name), "generation", total_steps=None)
+    config.task_type = task_type
+    return config
+
+
+def family_of(path: str) -> str:
+    """The pipeline family of a saved model (config.model_type)."""
+    from transformers import AutoConfig
+
+    from pipeline.families import FAMILIES
+
+    try:
+        model_type = AutoConfig.from_pretrained(path).model_type
+    except Exception as e:
+        raise ModelError(f"{path}: cannot read config.json ({type(e).__name__}); give the model/ folder of a run")
+    for f in FAMILIES.values():
+        if model_type in f.model_types:
+            return f.name
+    return "gpt2"
+
+
+def load_tokenizer(path: str, padding_side: str = "right"):
+    """Tokenizer of a saved model; GPT-2-style tokenizers get pad = EOS."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except Exception as e:
+        raise ModelError(f"{path}: cannot load the tokenizer ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = padding_side
+    return tok
+
+
+def check_model_dir(path: str, what: str) -> str:
+    p = Path(str(path)).expanduser()
+    if not (p / "config.json").is_file():
+        raise ModelError(f"rlhf.{what}={path}: no config.json there; give the model/ folder of an earlier run")
+    return str(p)
+
+
+def plain_model(model):
+    """A model without PEFT wrappers: LoRA merged into a copy (the trainer's model is left as it is)."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        return copy.deepcopy(model).merge_and_unload()
+    return model
+
+
+def save_model(model, tokenizer, out_dir: Path) -> str:
+    """Write ``out_dir`` (weights + tokenizer, LoRA merged) on the main process, swapped in when complete."""
+    from pipeline.paths import publish_dir
+
+    if main_process():
+        partial = out_dir.with_name(f".{out_dir.name}.partial")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        plain_model(model).save_pretrained(str(partial))
+        tokenizer.save_pretrained(str(partial))
+        publish_dir(partial, out_dir)
+    wait_for_everyone()
+    return str(out_dir)
+
+
+def unwrap(trainer):
+    return trainer.accelerator.unwrap_model(trainer.model)
+
+
+def prefixed(metrics: dict, prefix: str) -> dict:
+    return {f"{prefix}{k}": v for k, v in metrics.items()}

@@ -61,6 +61,8 @@ def before_hydra() -> None:
 
 def shutdown() -> None:
     """Destroy the process group at exit (without it, gloo runs crash at interpreter shutdown now and then)."""
+    if "torch.distributed" not in sys.modules:  # no group can exist; `finetune --help` must not import torch
+        return
     try:
         import torch.distributed as dist
 

@@ -1,0 +1,74 @@
+"""Glue a PEFT method needs around the Trainer: AdaLoRA's rank budget step, label padding for virtual tokens on
+token classification, the learning-rate scale of a method, and what is saved next to an adapter."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+log = logging.getLogger(__name__)
+
+
+class AdaLoraBudget(TrainerCallback):
+    """AdaLoRA re-allocates ranks from the gradients: ``update_and_allocate(step)`` after every optimizer step, while
+    the gradients are still there (Trainer zeroes them after ``on_optimizer_step``)."""
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        model.base_model.update_and_allocate(state.global_step)
+
+
+class LeftPadLabels:
+    """Prompt tuning / P-tuning put ``n`` virtual tokens before the input; token-classification logits then have
+    ``n`` more positions than the labels. Left-pad the labels with -100 (ignored by loss and metrics)."""
+
+    def __init__(self, collator, num_virtual_tokens: int):
+        self.collator, self.n = collator, int(num_virtual_tokens)
+
+    def __call__(self, features):
+        import torch
+
+        batch = self.collator(features)
+        if "labels" in batch:
+            labels = batch["labels"]
+            batch["labels"] = torch.cat([labels.new_full((labels.shape[0], self.n), -100), labels], dim=1)
+        return batch
+
+
+def peft_type(model) -> str | None:
+    config = getattr(model, "active_peft_config", None)
+    return None if config is None else str(getattr(config.peft_type, "value", config.peft_type))
+
+
+def scale_learning_rate(cfg) -> None:
+    """``trainer.learning_rate`` is tuned for full fine-tuning; a method may ask for ``lr_scale`` times it."""
+    scale = float(cfg.method.get("lr_scale") or 1.0)
+    if scale != 1.0:
+        lr = float(cfg.trainer.learning_rate) * scale
+        log.info("method=%s: learning rate %s x lr_scale %s = %s", cfg.method.name, cfg.trainer.learning_rate,
+                 scale, lr)
+        cfg.trainer.learning_rate = lr
+
+
+def attach(trainer, task) -> None:
+    """Add what the trainer's (PEFT) model needs: AdaLoRA's callback, label padding for virtual tokens."""
+    kind = peft_type(trainer.model)
+    if kind == "ADALORA":
+        trainer.add_callback(AdaLoraBudget())
+    if kind in ("PROMPT_TUNING", "P_TUNING") and task.name == "ner":
+        trainer.data_collator = LeftPadLabels(trainer.data_collator, trainer.model.active_peft_config.num_virtual_tokens)
+
+
+def save_base(model, out_dir: Path) -> None:
+    """Next to a PEFT adapter: ``base/config.json`` (the task head's labels) and, when the base exists nowhere
+    else (init=scratch), its weights. ``pipeline.export.load_model`` reads them."""
+    if peft_type(model) is None:
+        return
+    base = model.__dict__.get("pipeline_base")
+    config = model.get_base_model().config
+    config.architectures = [type(model.get_base_model()).__name__]
+    if base is not None:
+        base.save_pretrained(str(out_dir / "base"))
+    else:
+        config.save_pretrained(str(out_dir / "base"))

@@ -1,0 +1,160 @@
+"""Every fine-tuning method on every family (tiny BERT / GPT-2 / T5 built from config): it trains (finite loss that
+falls on a fixed batch, adapter saved in PEFT format and reloaded with identical logits) or check refuses it with
+one line. The README compatibility table is methods.compatibility_table(), checked against these cells."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from conftest import ROOT, compose
+
+FAMILIES = ("bert", "gpt2", "t5")
+ARCH = {"bert": "BertForTokenClassification", "gpt2": "GPT2LMHeadModel", "t5": "T5ForConditionalGeneration"}
+TASK = {"bert": "ner", "gpt2": "generation", "t5": "summarization"}
+VOCAB, NUM_LABELS = 64, 5
+
+
+def tiny_model(family_name):
+    import transformers
+
+    from pipeline.families import get_family, scratch_config_kwargs
+
+    fam = get_family(family_name)
+    kwargs = scratch_config_kwargs(fam, {"hidden_size": 32, "num_layers": 2, "num_heads": 2,
+                                         "intermediate_size": 64, "max_positions": 64})
+    if family_name == "bert":
+        kwargs.update(num_labels=NUM_LABELS)
+    config = getattr(transformers, fam.config_class)(vocab_size=VOCAB, **kwargs)
+    torch.manual_seed(0)
+    return getattr(transformers, ARCH[family_name])(config)
+
+
+def fixed_batch(family_name):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, VOCAB, (4, 12), generator=g)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if family_name == "bert":
+        batch["labels"] = torch.randint(0, NUM_LABELS, (4, 12), generator=g)
+    elif family_name == "gpt2":
+        batch["labels"] = ids.clone()
+    else:
+        batch["labels"] = torch.randint(3, VOCAB, (4, 6), generator=g)
+    return batch
+
+
+def train_steps(model, task, batch, steps=8, lr=1e-2):
+    """The run's glue (callbacks.attach) on a fixed batch: returns the losses."""
+    from pipeline import callbacks
+
+    trainer = SimpleNamespace(model=model, data_collator=lambda b: dict(b), callback_handler=None,
+                              add_callback=lambda cb: extra.append(cb))
+    extra = []
+    callbacks.attach(trainer, task)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    losses = []
+    model.train()
+    for step in range(1, steps + 1):
+        loss = model(**trainer.data_collator(batch)).loss
+        loss.backward()
+        opt.step()
+        for cb in extra:
+            cb.on_optimizer_step(None, SimpleNamespace(global_step=step), None, model=model)
+        opt.zero_grad()
+        losses.append(loss.item())
+    return losses, trainer.data_collator
+
+
+def method_cells():
+    from pipeline.methods import METHODS
+
+    return [(m, f) for m in METHODS for f in FAMILIES]
+
+
+@pytest.mark.parametrize("method,family", method_cells())
+def test_method_trains_or_is_refused(method, family, tmp_path):
+    from pipeline import callbacks, methods
+    from pipeline.export import load_model
+    from pipeline.families import get_family
+
+    refused = methods.refusal(method, family)
+    if refused:
+        assert refused.startswith(f"method={method} with model.family={family}:") and "; use " in refused
+        assert "\n" not in refused
+        return
+    mcfg = methods.load_method(method)
+    task = SimpleNamespace(name=TASK[family])
+    model = methods.apply(mcfg, tiny_model(family), get_family(family), task, total_steps=8, keep_base=True)
+    trainable, total = methods.count_parameters(model)
+    assert 0 < trainable <= total
+    batch = fixed_batch(family)
+    losses, collate = train_steps(model, task, batch, lr=1e-2 if mcfg.kind != "full" else 1e-3)
+    assert all(l == l and abs(l) != float("inf") for l in losses), losses
+    assert min(losses[-3:]) < losses[0], (method, family, losses)
+    if mcfg.kind != "peft":
+        return
+    model.save_pretrained(tmp_path)
+    callbacks.save_base(model, tmp_path)
+    assert (tmp_path / "adapter_config.json").is_file() and (tmp_path / "adapter_model.safetensors").is_file()
+    if family == "bert":  # the NER head is trained and saved with the adapter (modules_to_save)
+        from safetensors import safe_open
+
+        with safe_open(tmp_path / "adapter_model.safetensors", "pt") as f:
+            assert any("classifier" in k for k in f.keys())
+    model.eval()
+    reloaded = load_model(tmp_path)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}  # inference (AdaLoRA adds a loss term w/ labels)
+    if family == "t5":
+        inputs["decoder_input_ids"] = batch["labels"]
+    with torch.no_grad():
+        # identical up to float summation order (AdaLoRA saves only the ranks it kept: smaller matmuls)
+        torch.testing.assert_close(model(**inputs).logits, reloaded(**inputs).logits, atol=1e-5, rtol=0)
+
+
+def test_refusals_are_one_line_with_advice():
+    from pipeline import methods
+
+    assert "gradient (activation) checkpointing" in methods.refusal("prefix", "gpt2", {"gradient_checkpointing": True})
+    assert methods.refusal("prefix", "gpt2") is None
+    assert "CUDA" in methods.refusal("qlora", "gpt2") or "bitsandbytes" in methods.refusal("qlora", "gpt2")
+
+
+def test_readme_table_is_the_tested_matrix():
+    from pipeline.methods import compatibility_table
+
+    assert compatibility_table() in (ROOT / "README.md").read_text(), \
+        "README compatibility table is stale: paste `python -m pipeline.methods` into README.md"
+
+
+def test_method_keys_reach_the_peft_config():
+    from pipeline import methods
+    from pipeline.families import get_family
+
+    cfg = compose(["recipe=bert-ner", "method=lora", "method.r=16", "method.targets=attention+mlp"])
+    pc = methods.peft_config(cfg.method, get_family("bert"), "ner", total_steps=10)
+    assert pc.r == 16 and set(pc.target_modules) == {"query", "value", "intermediate.dense", "output.dense"}
+    with pytest.raises(Exception, match="not LoraConfig fields"):
+        methods.peft_config(compose(["method=lora", "+method.rank=4"]).method, get_family("bert"), "ner", 10)
+
+
+def test_freeze_trains_head_and_last_layers():
+    from pipeline import methods
+
+    model = methods.freeze(tiny_model("bert"), "ner", last_layers=1)
+    names = {n.split(".")[0] + "." + ".".join(n.split(".")[2:4]) for n, p in model.named_parameters() if p.requires_grad}
+    assert any(n.startswith("classifier") for n in names)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad and "encoder.layer" in n]
+    assert trainable and all("encoder.layer.1." in n for n in trainable)
+
+
+def test_lr_scale_multiplies_trainer_lr():
+    from pipeline.callbacks import scale_learning_rate
+
+    cfg = compose(["recipe=bert-ner", "method=lora"])
+    scale_learning_rate(cfg)
+    assert cfg.trainer.learning_rate == pytest.approx(1e-4 * cfg.method.lr_scale)
+    assert json.dumps(True)

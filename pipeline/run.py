@@ -53,7 +53,7 @@ class Run:
 
 def setup(r: Run) -> None:
     """check -> data -> model -> method -> trainer."""
-    from pipeline import check, guards, methods, models, resume, train
+    from pipeline import callbacks, check, guards, methods, models, resume, train
     from pipeline.data import load_raw
     from pipeline.families import get_family
     from pipeline.tasks import get_task
@@ -71,9 +71,13 @@ def setup(r: Run) -> None:
     t = time.time()
     r.tokenized = r.task.preprocess(r.raw, r.tokenizer, r.model)
     r.metrics["tokenize_seconds"] = time.time() - t
-    r.model = methods.apply(cfg.method, r.model, get_family(cfg.model.family), r.task)
+    r.model = methods.apply(cfg.method, r.model, get_family(cfg.model.family), r.task,
+                            total_steps=methods.total_steps(cfg.trainer, len(r.tokenized["train"]), world_size()),
+                            keep_base=cfg.model.init == "scratch")
+    callbacks.scale_learning_rate(cfg)  # method.lr_scale x trainer.learning_rate
     args = train.training_args(cfg, r.task, r.run_dir)
     r.trainer = train.build_trainer(cfg, r.task, r.model, r.tokenizer, r.tokenized, args)
+    callbacks.attach(r.trainer, r.task)  # PEFT glue: AdaLoRA budget, label padding for virtual tokens
     guards.install(r.trainer)  # COMPLETE marker per checkpoint, stop on NaN/inf loss
 
 
@@ -101,7 +105,7 @@ def rlhf_stage(r: Run) -> None:
 
 
 def report_stage(r: Run) -> None:
-    from pipeline import report
+    from pipeline import callbacks, report
 
     m = r.metrics
     m.update(report.run_facts(r.cfg, r.trainer.model, r.task, r.raw, r.tokenized, m, world_size()))
@@ -111,9 +115,12 @@ def report_stage(r: Run) -> None:
     r.trainer.save_model(str(partial))  # every rank (FSDP / ZeRO-3 gather weights collectively); rank 0 writes
     if r.trainer.is_world_process_zero():
         (partial / "training_args.bin").unlink(missing_ok=True)  # a pickle; the resolved config is in .hydra/
+        callbacks.save_base(r.trainer.model, partial)  # PEFT: base/config.json (+ scratch base weights)
         command = "finetune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         (partial / "README.md").write_text(report.model_card(r.cfg, m, command))
         publish_dir(partial, r.run_dir / "model")
+        m["model_bytes"] = sum(f.stat().st_size for f in (r.run_dir / "model").rglob("*") if f.is_file())
+        write_json_atomic(r.run_dir / "log_history.json", r.trainer.state.log_history)  # loss curves (compare)
         write_json_atomic(r.run_dir / "metrics.json", m)
 
 

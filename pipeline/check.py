@@ -12,10 +12,9 @@ from pipeline.paths import resolve_pkg_path
 def validate(cfg) -> None:
     family = get_family(cfg.model.family)
     check_task(family, cfg.task.name, cfg.model.name_or_path)
-    from pipeline.methods import METHODS
+    from pipeline import methods
 
-    if cfg.method.name not in METHODS:
-        raise ConfigError(f"method={cfg.method.name} is not available; use one of {list(METHODS)}")
+    methods.validate(cfg, family)  # method x family / trainer combinations that cannot work (methods.REFUSALS)
     _check_model_source(cfg.model)
     _check_trainer(cfg.trainer)
     if cfg.data.source not in ("auto", "hub", "conll", "json", "csv", "text", "synthetic"):

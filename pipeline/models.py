@@ -40,6 +40,8 @@ def load(cfg, task, raw):
     """Returns (tokenizer, model). ``task.prepare(raw)`` must have run (label maps)."""
     import transformers
 
+    from pipeline import methods
+
     mcfg = cfg.model
     family = get_family(mcfg.family)
     auto = getattr(transformers, task.auto_class)
@@ -64,6 +66,7 @@ def load(cfg, task, raw):
         check_model_type(family, config.model_type, mcfg.name_or_path)
         kwargs = dict(revision=mcfg.revision, trust_remote_code=bool(mcfg.trust_remote_code),
                       dtype=mcfg.dtype or None, **task.model_kwargs())
+        kwargs.update(methods.load_kwargs(cfg.method))  # QLoRA: 4-bit base (check refused it without CUDA)
         if task.name == "ner":
             kwargs["ignore_mismatched_sizes"] = True  # a checkpoint's own label head is replaced by ours
         model = _with_attn_fallback(lambda **kw: auto.from_pretrained(path, **kwargs, **kw), common)

@@ -73,6 +73,10 @@ def _app(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     _prepare_env()
+    from pipeline import help as fast_help  # --help without Hydra's per-group repository rebuilds (~3x faster)
+
+    if fast_help.wants_help(sys.argv[1:]) and fast_help.print_help(sys.argv[1:], CONF_DIR):
+        return
     distributed.before_hydra()  # under accelerate launch / torchrun: one run directory, quiet non-main ranks
     try:
         _app()

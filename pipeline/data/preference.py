@@ -29,8 +29,8 @@ MARKER = "garden"
 
 def synthetic_pair(rng: random.Random) -> dict:
     prompt = f"The {rng.choice(ADJ)} {rng.choice(ANIMAL)} {rng.choice(VERB)} the"
-    thing = rng.choice(THING)
-    other = rng.choice([t for t in THING if t != MARKER])
+    others = [t for t in THING if t != MARKER]
+    thing, other = rng.choice(others), rng.choice(others)
     return {"prompt": prompt, "chosen": f" {thing} near the {MARKER}.", "rejected": f" {thing} near the {other}."}
 
 
@@ -75,7 +75,8 @@ def _read(dcfg, source: str, seed: int):
     if "train" not in files:
         raise DataError("rlhf.data needs train_file=<jsonl>, path=<hub id>, or source=synthetic")
     data_files(dcfg)  # one-line errors for missing / empty files
-    return read_files(source, dcfg, files)
+    # split by split: a test file may have other columns (e.g. an explicit prompt) than the train file
+    return {split: read_files(source, dcfg, {split: path})[split] for split, path in files.items()}
 
 
 def _split_transcripts(chosen: str, rejected: str, marker: str) -> tuple[str, str, str]:

@@ -31,13 +31,20 @@ def wait_for_everyone() -> None:
     PartialState().wait_for_everyone()
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def trl_args(config_class, fields, cfg, out_dir: Path, **extra):
     """``config_class`` (a TRL config) from the run's shared trainer fields, ``fields`` (a cfg.rlhf trainer block)
     and ``extra``; no checkpoints, no evaluation during training (the stage evaluates before and after itself)."""
     base = {k: cfg.trainer[k] for k in SHARED_TRAINER_FIELDS if cfg.trainer.get(k) is not None}
     user = OmegaConf.to_container(fields, resolve=True) if not isinstance(fields, dict) else dict(fields)
     kwargs = {**base, "output_dir": str(out_dir / "checkpoints"), "seed": int(cfg.seed), "report_to": "none",
-              "save_strategy": "no", "eval_strategy": "no", "gradient_checkpointing": False,
+              "save_strategy": "no", "eval_strategy": "no", "dataloader_pin_memory": _cuda(),
+              "activation_checkpointing": bool(cfg.trainer.get("activation_checkpointing") or False),
               "logging_steps": 10, **user, **extra}
     if uses_peft(cfg) and cfg.method.get("lr_scale"):  # as in fine-tuning: adapters take a larger step
         kwargs["learning_rate"] = float(kwargs.get("learning_rate", 5e-5)) * float(cfg.method.lr_scale)

@@ -56,6 +56,10 @@ def _app(cfg: DictConfig) -> float | None:
         err = e if isinstance(e, PipelineError) else user_error(e, cfg, run_dir)
         write_status(run_dir, "failed", error=str(err) if err else f"{type(e).__name__}: {e}")
         distributed.exit_if_secondary(err.exit_code if err else 1)  # several ranks: the first failure shows
+        if isinstance(e, Exception) and not full_errors and str(HydraConfig.get().mode) == "RunMode.MULTIRUN":
+            # a sweep goes on to its other jobs; status.json and the sweep's comparison report list this failure
+            log.error("error: %s: %s", run_dir.name, err or f"{type(e).__name__}: {e}", exc_info=err is None)
+            return None
         if err is None or full_errors:
             raise
         print(f"error: {err}", file=sys.stderr)

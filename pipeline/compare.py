@@ -168,7 +168,7 @@ def plot(secs: dict, histories: dict, path: Path) -> None:
             for key, ls in (("loss", "-"), ("eval_loss", "--")):
                 pts = [(h["step"], h[key]) for h in hist if key in h and "step" in h]
                 if pts:
-                    ax.plot(*zip(*pts), ls=ls, color=f"C{i % 10}", label=f"{r['method']} {key}")
+                    ax.plot(*zip(*pts), ls=ls, marker=".", color=f"C{i % 10}", label=f"{r['method']} {key}")
         ax.set(xlabel="step", ylabel="loss", title=f"{family}: train (—) / eval (- -) loss")
         ax.grid(alpha=0.3)
         if ax.lines:

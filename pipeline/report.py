@@ -6,6 +6,7 @@ import importlib.metadata as md
 import platform
 import resource
 import sys
+from pathlib import Path
 
 PACKAGES = ("torch", "transformers", "datasets", "accelerate", "peft", "trl", "evaluate", "hydra-core", "tokenizers")
 
@@ -20,8 +21,26 @@ def package_versions() -> dict:
     return out
 
 
+def reset_peak_memory() -> None:
+    """Start a run's peak-memory window (runs of a --multirun sweep share one process)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM (peak RSS)
+    except OSError:
+        pass
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
 def peak_memory_mb() -> dict:
-    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024 ** 2)}
+    """Peak RSS since reset_peak_memory (Linux VmHWM; elsewhere ru_maxrss, the process's peak) and GPU peak."""
+    status = Path("/proc/self/status")
+    hwm = [l for l in status.read_text().splitlines() if l.startswith("VmHWM:")] if status.is_file() else []
+    if hwm:
+        out = {"peak_rss_mb": int(hwm[0].split()[1]) / 1024}
+    else:
+        out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024 ** 2)}
     import torch
 
     if torch.cuda.is_available():

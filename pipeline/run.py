@@ -128,6 +128,9 @@ STAGES = (setup, train_stage, evaluate_stage, rlhf_stage, report_stage)
 
 
 def run(cfg, run_dir: Path) -> dict:
+    from pipeline.report import reset_peak_memory
+
+    reset_peak_memory()  # peak memory per run, also when a sweep runs several in one process
     r = Run(cfg=cfg, run_dir=Path(run_dir))
     for stage in STAGES:
         stage(r)

@@ -158,3 +158,48 @@ def test_lr_scale_multiplies_trainer_lr():
     scale_learning_rate(cfg)
     assert cfg.trainer.learning_rate == pytest.approx(1e-4 * cfg.method.lr_scale)
     assert json.dumps(True)
+
+
+def test_refused_before_loading_the_model():
+    from pipeline.check import validate
+    from pipeline.errors import ConfigError
+
+    for overrides, why in ((["recipe=gpt2-generation", "debug=smoke", "method=qlora"], "QLoRA"),
+                           (["recipe=gpt2-generation", "debug=smoke", "method=loha"], "Conv1D"),
+                           (["recipe=bert-ner", "debug=smoke", "method=prefix"], "encoder-only"),
+                           (["recipe=t5-summarization", "debug=smoke", "method=prefix",
+                             "trainer.activation_checkpointing=true"], "checkpointing")):
+        with pytest.raises(ConfigError, match=why) as e:
+            validate(compose(overrides))
+        assert "\n" not in str(e.value) and "; use " in str(e.value)
+
+
+def test_lora_run_saves_adapter_exports_merged_and_resumes(tmp_path):
+    """One pipeline run end to end: PEFT-format adapter in model/, metrics from the adapter model, a merged export
+    with equal outputs, and a second run resumed from the first run's checkpoint."""
+    import transformers
+
+    from conftest import run_pipeline
+    from pipeline.export import load_model, merge
+
+    common = ["recipe=bert-ner", "debug=smoke", "method=lora", "num_samples=0", "data.synthetic.num_train=64"]
+    metrics = run_pipeline([*common, "trainer.num_train_epochs=1"], tmp_path / "a")
+    model_dir = tmp_path / "a" / "model"
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in model_dir.iterdir()}
+    assert not (model_dir / "model.safetensors").exists() and metrics["trainable_params"] < metrics["total_params"]
+    assert metrics["model_bytes"] == sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file())
+    assert 0 <= metrics["test_f1"] <= 1 and json.loads((tmp_path / "a" / "log_history.json").read_text())
+    assert type(load_model(model_dir)).__name__ == "PeftModelForTokenClassification"
+
+    out, diff = merge(tmp_path / "a")
+    merged = transformers.AutoModelForTokenClassification.from_pretrained(out)
+    assert diff < 1e-4 and not hasattr(merged, "peft_config")
+
+    checkpoint = sorted((tmp_path / "a" / "checkpoints").glob("checkpoint-*"))[-1]
+    resumed = run_pipeline([*common, "trainer.num_train_epochs=2", f"resume={checkpoint}"], tmp_path / "b")
+    history = json.loads((tmp_path / "b" / "log_history.json").read_text())
+    steps = int(checkpoint.name.split("-")[1])
+    assert resumed["epoch"] == 2 and history[-1]["step"] == 2 * steps
+    first = json.loads((tmp_path / "a" / "log_history.json").read_text())
+    # up to the checkpoint, the history (learning rates of the 1-epoch schedule included) is the first run's
+    assert [h for h in history if h["step"] <= steps and "loss" in h] == [h for h in first if "loss" in h]

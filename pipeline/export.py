@@ -96,6 +96,9 @@ def main(argv=None) -> None:
     parser.add_argument("--merge", action="store_true", help="merge the adapter into a full model")
     parser.add_argument("--out", help="where the merged model goes (default RUN_DIR/merged)")
     args = parser.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     try:
         model_dir = model_dir_of(args.run_dir)
         if not args.merge:

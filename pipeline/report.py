@@ -71,7 +71,7 @@ def model_card(cfg, metrics: dict, command: str) -> str:
     base = cfg.model.name_or_path if cfg.model.init == "pretrained" else f"scratch {cfg.model.family} (tiny config)"
     tag = {"ner": "token-classification", "generation": "text-generation", "summarization": "summarization"}[cfg.task.name]
     return f"""---
-library_name: transformers
+library_name: {'peft' if cfg.method.get('kind') == 'peft' else 'transformers'}
 pipeline_tag: {tag}
 base_model: {base if cfg.model.init == 'pretrained' and not str(base).startswith('pkg://') else 'null'}
 tags: [{cfg.task.name}, {cfg.method.name}]

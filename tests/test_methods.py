@@ -137,6 +137,10 @@ def test_method_keys_reach_the_peft_config():
     cfg = compose(["recipe=bert-ner", "method=lora", "method.r=16", "method.targets=attention+mlp"])
     pc = methods.peft_config(cfg.method, get_family("bert"), "ner", total_steps=10)
     assert pc.r == 16 and set(pc.target_modules) == {"query", "value", "intermediate.dense", "output.dense"}
+    model = methods.apply(compose(["method=lora", "method.targets=all-linear"]).method, tiny_model("bert"),
+                          get_family("bert"), SimpleNamespace(name="ner"))
+    assert type(model.base_model.model.classifier).__name__ == "ModulesToSaveWrapper"  # trained whole, not LoRA
+    assert hasattr(model.base_model.model.bert.encoder.layer[0].output.dense, "lora_A")  # all linear layers
     with pytest.raises(Exception, match="not LoraConfig fields"):
         methods.peft_config(compose(["method=lora", "+method.rank=4"]).method, get_family("bert"), "ner", 10)
 

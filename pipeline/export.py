@@ -102,8 +102,9 @@ def main(argv=None) -> None:
     try:
         model_dir = model_dir_of(args.run_dir)
         if not args.merge:
-            kind = "adapter" if (model_dir / "adapter_config.json").is_file() else "full model"
-            print(f"{model_dir}: {kind}; add --merge to write a merged full model")
+            acfg = model_dir / "adapter_config.json"
+            kind = f"{json.loads(acfg.read_text())['peft_type']} adapter" if acfg.is_file() else "full model"
+            print(f"{model_dir}: {kind}; --merge writes a merged full model (LoRA-type adapters)")
             return
         out, diff = merge(args.run_dir, args.out)
     except PipelineError as e:

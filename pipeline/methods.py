@@ -78,7 +78,7 @@ REFUSALS = (
 
 
 def method_kind(mcfg) -> str:
-    kind = mcfg.get("kind", "full")
+    kind = mcfg.get("kind") or ("peft" if mcfg.get("peft_type") else "full")
     if kind not in KINDS:
         raise ConfigError(f"method.kind={kind}: use one of {list(KINDS)}")
     if kind == "peft" and not mcfg.get("peft_type"):

@@ -115,6 +115,12 @@ def test_method_trains_or_is_refused(method, family, tmp_path):
         torch.testing.assert_close(model(**inputs).logits, reloaded(**inputs).logits, atol=1e-5, rtol=0)
 
 
+def test_every_method_file_is_in_the_matrix():
+    from pipeline.methods import METHODS
+
+    assert sorted(METHODS) == sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
+
+
 def test_refusals_are_one_line_with_advice():
     from pipeline import methods
 

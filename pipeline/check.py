@@ -19,6 +19,10 @@ def validate(cfg) -> None:
     _check_trainer(cfg.trainer)
     if cfg.data.source not in ("auto", "hub", "conll", "json", "csv", "text", "synthetic"):
         raise ConfigError(f"data.source={cfg.data.source}: use auto, hub, conll, json, csv, text or synthetic")
+    from pipeline import hub, tracking
+
+    tracking.check(cfg)  # logger=mlflow / wandb: the package is installed
+    hub.check(cfg)  # hub.push=true: repo id, HF_TOKEN in the env, the Hub reachable (not HF_HUB_OFFLINE)
     if cfg.get("rlhf"):  # the RLHF stage's own checks (pipeline/rlhf/), before the fine-tuning work
         from pipeline.rlhf import validate as validate_rlhf
 

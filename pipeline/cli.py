@@ -48,10 +48,15 @@ def _app(cfg: DictConfig) -> float | None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     write_status(run_dir, "running")
+    from pipeline import console, tracking
+
+    console.start(cfg)  # the config tree (main process), or quiet=true: no tree, no progress bars
     try:
         metrics = run(cfg, run_dir)
     except BaseException as e:
         from pipeline.guards import user_error  # OOM, disk full, a PipelineError wrapped by datasets / Trainer
+
+        tracking.fail()  # an open MLflow / W&B run is closed as failed
 
         err = e if isinstance(e, PipelineError) else user_error(e, cfg, run_dir)
         write_status(run_dir, "failed", error=str(err) if err else f"{type(e).__name__}: {e}")
@@ -67,12 +72,8 @@ def _app(cfg: DictConfig) -> float | None:
     finally:
         lock.__exit__(None, None, None)
     write_status(run_dir, "completed")
-    key = f"test_{cfg.task.metric}"
-    value = metrics.get(key)
-    if is_main_process():  # one line per run, not per rank
-        print(f"done: {key}={value:.4f}  model: {run_dir / 'model'}  metrics: {run_dir / 'metrics.json'}"
-              if isinstance(value, float) else f"done: {run_dir}")
-    return value
+    console.finish(cfg, metrics, run_dir, metrics.get("hub_url"))  # summary table + one line, main process only
+    return metrics.get(f"test_{cfg.task.metric}")
 
 
 def main() -> None:

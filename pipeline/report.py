@@ -65,28 +65,75 @@ def run_facts(cfg, model, task, raw, tokenized, train_metrics: dict, world_size:
     return facts
 
 
-def model_card(cfg, metrics: dict, command: str) -> str:
-    keys = [k for k in sorted(metrics) if k.startswith(("test_", "eval_")) and isinstance(metrics[k], float)]
-    rows = "\n".join(f"| {k} | {metrics[k]:.4f} |" for k in keys)
-    base = cfg.model.name_or_path if cfg.model.init == "pretrained" else f"scratch {cfg.model.family} (tiny config)"
-    tag = {"ner": "token-classification", "generation": "text-generation", "summarization": "summarization"}[cfg.task.name]
-    return f"""---
-library_name: {'peft' if cfg.method.get('kind') == 'peft' else 'transformers'}
-pipeline_tag: {tag}
-base_model: {base if cfg.model.init == 'pretrained' and not str(base).startswith('pkg://') else 'null'}
-tags: [{cfg.task.name}, {cfg.method.name}]
----
-# {cfg.name}: {cfg.model.family} fine-tuned for {cfg.task.name}
+PIPELINE_TAG = {"ner": "token-classification", "generation": "text-generation", "summarization": "summarization"}
+CARD_METRIC = {"ner": ("f1", "seqeval"), "generation": ("perplexity", "perplexity"), "summarization": ("rougeL", "rouge")}
+CARD_HPARAMS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+                "gradient_accumulation_steps", "weight_decay", "warmup_steps", "lr_scheduler_type", "bf16")
 
-- base model: `{base}`
-- task: {cfg.task.name}; method: {cfg.method.name}
-- data: source={cfg.data.source} {cfg.data.path or cfg.data.train_file or ''}
-- learning rate {cfg.trainer.learning_rate}, epochs {cfg.trainer.num_train_epochs}, batch {cfg.trainer.per_device_train_batch_size}, seed {cfg.seed}
+
+def _hub_id(name: str) -> str | None:
+    """A Hub id (``org/name`` or ``name``), not a local path or a packaged model."""
+    return None if name.startswith(("/", ".", "~", "pkg://")) or "\\" in name else name
+
+
+def model_card(cfg, metrics: dict, command: str, adapter: bool | None = None) -> str:
+    """model/README.md in the Hub's format: YAML metadata (base_model, datasets, tags, model-index) and a body with
+    the base model, task, data, method, hyperparameters, every metric and the command that reproduces the run."""
+    from huggingface_hub import EvalResult, ModelCardData
+    from omegaconf import OmegaConf
+
+    task, method, data = cfg.task.name, cfg.method, cfg.data
+    adapter = method.get("kind") == "peft" if adapter is None else adapter
+    pretrained = cfg.model.init == "pretrained"
+    data_id = str(data.path) if data.source == "hub" and data.path else None
+    files = " / ".join(str(data[k]) for k in ("train_file", "validation_file", "test_file") if data.get(k))
+    metric, metric_type = CARD_METRIC[task]
+    value = metrics.get(f"test_{metric}")
+    results = None
+    if isinstance(value, float):
+        results = [EvalResult(task_type=PIPELINE_TAG[task], dataset_type=data_id or str(data.source),
+                              dataset_name=data_id or files or str(data.source), dataset_config=data.get("config_name"),
+                              dataset_split="test", metric_type=metric_type, metric_name=f"test {metric}",
+                              metric_value=round(value, 4))]
+    meta = ModelCardData(base_model=_hub_id(str(cfg.model.name_or_path)) if pretrained else None,
+                         datasets=[data_id] if data_id else None, eval_results=results, model_name=str(cfg.name),
+                         library_name="peft" if adapter else "transformers", pipeline_tag=PIPELINE_TAG[task],
+                         tags=[task, str(method.name), str(cfg.model.family), "finetune-pipeline"])
+    base = f"`{cfg.model.name_or_path}`" if pretrained else \
+        f"a tiny {cfg.model.family} built from config (model.init=scratch, tokenizer trained on the data)"
+    source = f"`{data_id}`" + (f" ({data.config_name})" if data.get("config_name") else "") if data_id else \
+        (files or f"source={data.source}")
+    if data.get("max_train_samples"):
+        source += f", capped at data.max_train_samples={data.max_train_samples}"
+    extra = {k: v for k, v in OmegaConf.to_container(method, resolve=True).items() if k not in ("name", "kind")}
+    how = "PEFT adapter (this folder: the adapter; base/: the base model's config)" if adapter else "full model weights"
+    hp = ", ".join(f"{k}={cfg.trainer[k]}" for k in CARD_HPARAMS if k in cfg.trainer)
+    rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
+                     for k, v in sorted(metrics.items())
+                     if k.startswith(("test_", "eval_", "train_")) and isinstance(v, (int, float)))
+    load = "pipeline.export.load_model(model_dir)" if adapter else "AutoModelFor...from_pretrained(model_dir)"
+    return f"""---
+{meta.to_yaml()}
+---
+# {cfg.name}: {cfg.model.family} fine-tuned for {task}
+
+- **Base model:** {base}
+- **Task:** {task} (`{PIPELINE_TAG[task]}`); checkpoint selection by {cfg.task.metric}
+- **Data:** {source}; {metrics.get("train_samples", "?")} training samples
+- **Method:** {method.name}: {how}{"; " + ", ".join(f"{k}={v}" for k, v in extra.items()) if extra else ""}
+- **Hyperparameters:** {hp}, seed={cfg.seed}
+- **Parameters:** {metrics.get("trainable_params", "?")} trainable of {metrics.get("total_params", "?")}
 
 ## Metrics
 | metric | value |
 |---|---|
 {rows}
+
+## Use
+```
+finetune-predict <run dir> --text "..."
+```
+or in Python: `{load}`.
 
 ## Reproduce
 ```

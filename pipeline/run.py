@@ -53,7 +53,7 @@ class Run:
 
 def setup(r: Run) -> None:
     """check -> data -> model -> method -> trainer."""
-    from pipeline import callbacks, check, guards, methods, models, resume, train
+    from pipeline import callbacks, check, guards, methods, models, resume, tracking, train
     from pipeline.data import load_raw
     from pipeline.families import get_family
     from pipeline.tasks import get_task
@@ -75,6 +75,7 @@ def setup(r: Run) -> None:
                             total_steps=methods.total_steps(cfg.trainer, len(r.tokenized["train"]), world_size()),
                             keep_base=cfg.model.init == "scratch")
     callbacks.scale_learning_rate(cfg)  # method.lr_scale x trainer.learning_rate
+    tracking.setup(cfg, r.run_dir)  # logger=: env for the Trainer's callbacks; MLflow/W&B run with the config
     args = train.training_args(cfg, r.task, r.run_dir)
     r.trainer = train.build_trainer(cfg, r.task, r.model, r.tokenizer, r.tokenized, args)
     callbacks.attach(r.trainer, r.task)  # PEFT glue: AdaLoRA budget, label padding for virtual tokens
@@ -124,7 +125,18 @@ def report_stage(r: Run) -> None:
         write_json_atomic(r.run_dir / "metrics.json", m)
 
 
-STAGES = (setup, train_stage, evaluate_stage, rlhf_stage, report_stage)
+def publish_stage(r: Run) -> None:
+    """Main process: final metrics (+ artifacts) into the tracker, then model/ + card to the Hub if hub.push."""
+    from pipeline import hub, tracking
+
+    if is_main_process():
+        tracking.finish(r.cfg, r.run_dir, r.metrics)
+        url = hub.push(r.cfg, r.run_dir)
+        if url:
+            r.metrics["hub_url"] = url
+
+
+STAGES = (setup, train_stage, evaluate_stage, rlhf_stage, report_stage, publish_stage)
 
 
 def run(cfg, run_dir: Path) -> dict:

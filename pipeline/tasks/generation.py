@@ -77,20 +77,12 @@ class GenerationTask(Task):
         return metrics
 
     def samples(self, trainer, tokenizer, raw_split, tokenized_split, n):
-        import torch
+        from pipeline.predict import generate_from_ids  # the code path of finetune-predict
 
-        gen = dict(self.tcfg.generation)
-        model = trainer.model.eval()
-        out = []
-        for text in raw_split["text"][:n]:
-            ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[:, : self.tcfg.prompt_tokens]
-            ids = ids.to(model.device)
-            with torch.no_grad():
-                seq = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                     pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **gen)
-            out.append({"prompt": tokenizer.decode(ids[0]), "completion": tokenizer.decode(seq[0, ids.shape[1]:],
-                                                                                          skip_special_tokens=True)})
-        return out
+        texts = raw_split["text"][:n]
+        prompts = [ids[: self.tcfg.prompt_tokens] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        completions = generate_from_ids(trainer.model.eval(), tokenizer, prompts, dict(self.tcfg.generation))
+        return [{"prompt": tokenizer.decode(p), "completion": c} for p, c in zip(prompts, completions)]
 
 
 TASK_CLASS = GenerationTask

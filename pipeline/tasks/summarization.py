@@ -65,11 +65,12 @@ class SummarizationTask(Task):
         return compute
 
     def samples(self, trainer, tokenizer, raw_split, tokenized_split, n):
-        k = min(n, len(tokenized_split))
-        out = trainer.predict(tokenized_split.select(range(k)), metric_key_prefix="s")
-        preds = self.decode(tokenizer, out.predictions)
-        return [{"document": raw_split[i]["document"], "reference": raw_split[i]["summary"], "generated": preds[i]}
-                for i in range(k)]
+        from pipeline.predict import summarize  # the code path of finetune-predict
+
+        rows = raw_split.select(range(min(n, len(raw_split))))
+        preds = summarize(trainer.model.eval(), tokenizer, rows["document"], self.prefix, dict(self.tcfg.generation),
+                          int(self.tcfg.max_source_length))
+        return [{"document": d, "reference": s, "generated": g} for d, s, g in zip(rows["document"], rows["summary"], preds)]
 
     def tokens_per_sample(self, tokenized_split):
         src = sum(len(x) for x in tokenized_split["input_ids"])

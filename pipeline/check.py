@@ -17,6 +17,9 @@ def validate(cfg) -> None:
     methods.validate(cfg, family)  # method x family / trainer combinations that cannot work (methods.REFUSALS)
     _check_model_source(cfg.model)
     _check_trainer(cfg.trainer)
+    if cfg.trainer.get("hub_token"):  # .hydra/config.yaml, the model card and checkpoints would keep it
+        raise ConfigError("trainer.hub_token is set in the config, where it would be written to the run directory; "
+                          "remove it and export HF_TOKEN=... instead")
     if cfg.data.source not in ("auto", "hub", "conll", "json", "csv", "text", "synthetic"):
         raise ConfigError(f"data.source={cfg.data.source}: use auto, hub, conll, json, csv, text or synthetic")
     from pipeline import hub, tracking
@@ -53,6 +56,7 @@ def _check_model_source(mcfg) -> None:
 
         with open(config_file) as f:  # a checkpoint of another family is refused before any data work
             check_model_type(get_family(mcfg.family), json.load(f).get("model_type", ""), mcfg.name_or_path)
+        _check_safetensors(os.path.expanduser(name), mcfg)
         return
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         from huggingface_hub import try_to_load_from_cache
@@ -60,6 +64,18 @@ def _check_model_source(mcfg) -> None:
         if not isinstance(try_to_load_from_cache(name, "config.json", revision=mcfg.revision), str):
             raise ModelError(f"model.name_or_path={name} is a hub id but HF_HUB_OFFLINE=1 and it is not cached; "
                              f"use a local path, model=minilm-offline, or model.init=scratch")
+
+
+def _check_safetensors(folder: str, mcfg) -> None:
+    """Pickled weights (pytorch_model.bin) can run code when loaded: refuse them unless asked for."""
+    names = os.listdir(folder)
+    if any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json") for n in names):
+        return
+    pickles = [n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt"))]
+    if pickles and not mcfg.get("allow_pickle_weights"):
+        raise ModelError(f"model.name_or_path={mcfg.name_or_path}: only pickle weights ({pickles[0]}), which can run "
+                         f"code when loaded; convert them to safetensors, or set model.allow_pickle_weights=true if "
+                         f"you trust the source")
 
 
 def _check_trainer(t) -> None:

@@ -94,9 +94,37 @@ class NonFiniteGuard(TrainerCallback):
                                 f"{_last_good(args)}; lower trainer.learning_rate or keep trainer.max_grad_norm > 0")
 
 
+def _samplers(dataloader):
+    seen, todo = [], [dataloader]
+    while todo:
+        obj = todo.pop()
+        if obj is None or any(obj is s for s in seen):
+            continue
+        seen.append(obj)
+        todo += [getattr(obj, a, None) for a in ("sampler", "batch_sampler", "base_dataloader")]
+    return seen
+
+
+class EpochSeededOrder(TrainerCallback):
+    """group_by_length draws each epoch's order from the global torch RNG, whose state at the start of an epoch
+    differs after a resume, so a resumed run would see other batches. Seeding the sampler with (seed, epoch) before
+    every epoch makes the order a function of the epoch alone: a resumed epoch replays the same batches (the Trainer
+    then skips those already trained). RandomSampler is already seeded per epoch by accelerate."""
+
+    def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        import torch
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        epoch = int(state.epoch + 1e-6)
+        for s in _samplers(train_dataloader):
+            if isinstance(s, LengthGroupedSampler):
+                s.generator = torch.Generator().manual_seed((args.data_seed or args.seed) * 1000 + epoch)
+
+
 def install(trainer) -> None:
     trainer.add_callback(CheckpointMarker())
     trainer.add_callback(NonFiniteGuard())
+    trainer.add_callback(EpochSeededOrder())
 
 
 # -- exceptions -> one line -------------------------------------------------------------------------------------

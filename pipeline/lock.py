@@ -96,3 +96,35 @@ class RunLock:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+
+
+def is_locked(run_dir: str | os.PathLike) -> bool:
+    """True while a live run holds ``<run dir>/.lock``."""
+    path = Path(run_dir) / LOCK_NAME
+    if not path.is_file():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def read_status(run_dir: str | os.PathLike) -> dict:
+    """status.json of a run, with ``running`` turned into ``died`` when no live process holds the run's lock
+    (killed by SIGKILL, the OOM killer or a lost node: it could not record its own failure). For finetune-compare."""
+    import json
+
+    try:
+        status = json.loads((Path(run_dir) / "status.json").read_text())
+    except (OSError, ValueError):
+        return {"status": "unknown", "error": "no readable status.json"}
+    if status.get("status") == "running" and (Path(run_dir) / LOCK_NAME).is_file() and not is_locked(run_dir):
+        status.update(status="died", error="the run stopped without recording an outcome (killed?); "
+                                           "continue it with resume=auto")
+    return status

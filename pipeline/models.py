@@ -65,7 +65,8 @@ def load(cfg, task, raw):
             raise _load_error(str(mcfg.name_or_path), e) from e
         check_model_type(family, config.model_type, mcfg.name_or_path)
         kwargs = dict(revision=mcfg.revision, trust_remote_code=bool(mcfg.trust_remote_code),
-                      dtype=mcfg.dtype or None, **task.model_kwargs())
+                      dtype=mcfg.dtype or None, **task.model_kwargs(),
+                      use_safetensors=None if mcfg.get("allow_pickle_weights") else True)  # no unpickling
         kwargs.update(methods.load_kwargs(cfg.method))  # QLoRA: 4-bit base (check refused it without CUDA)
         if task.name == "ner":
             kwargs["ignore_mismatched_sizes"] = True  # a checkpoint's own label head is replaced by ours

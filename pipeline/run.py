@@ -32,7 +32,8 @@ def world_size() -> int:
 
 def write_status(run_dir: Path, status: str, **extra) -> None:
     if is_main_process():
-        write_json_atomic(run_dir / "status.json", {"status": status, "time": time.time(), **extra})
+        write_json_atomic(run_dir / "status.json", {"status": status, "time": time.time(), "pid": os.getpid(),
+                                                    **extra})  # running + no live lock holder: lock.read_status
 
 
 @dataclass

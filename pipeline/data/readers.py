@@ -78,7 +78,11 @@ def read_conll(cfg, files: dict):
 
     out = {}
     for split, path in files.items():
-        rows = _conll_rows(path, cfg.conll.token_column, cfg.conll.tag_column, cfg.conll.separator)
+        try:
+            rows = _conll_rows(path, cfg.conll.token_column, cfg.conll.tag_column, cfg.conll.separator)
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); convert it, e.g. "
+                            f"iconv -f latin1 -t utf-8") from None
         # from_generator writes an Arrow file keyed by the rows' hash: later `map`s are cached on disk.
         out[split] = datasets.Dataset.from_generator(_gen_rows, gen_kwargs={"rows": rows})
     return datasets.DatasetDict(out)

@@ -31,8 +31,22 @@ def start(cfg) -> None:
 
         if "datasets" in sys.modules:  # already imported: the env var is read at import time
             sys.modules["datasets"].disable_progress_bars()
+        import logging
+
+        for handler in logging.getLogger().handlers:  # Hydra's console handler; its log file keeps everything
+            if type(handler) is logging.StreamHandler:
+                handler.setLevel(logging.WARNING)
     elif _is_main():
         print_config_tree(cfg)
+
+
+def quiet_trainer(trainer, cfg) -> None:
+    """Quiet mode: without progress bars the Trainer prints each log dict; drop those printers too."""
+    if is_quiet(cfg):
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        for callback in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(callback)
 
 
 def config_tree(cfg):

@@ -54,7 +54,7 @@ class Run:
 
 def setup(r: Run) -> None:
     """check -> data -> model -> method -> trainer."""
-    from pipeline import callbacks, check, guards, methods, models, resume, tracking, train
+    from pipeline import callbacks, check, console, guards, methods, models, resume, tracking, train
     from pipeline.data import load_raw
     from pipeline.families import get_family
     from pipeline.tasks import get_task
@@ -81,6 +81,7 @@ def setup(r: Run) -> None:
     r.trainer = train.build_trainer(cfg, r.task, r.model, r.tokenizer, r.tokenized, args)
     callbacks.attach(r.trainer, r.task)  # PEFT glue: AdaLoRA budget, label padding for virtual tokens
     guards.install(r.trainer)  # COMPLETE marker per checkpoint, stop on NaN/inf loss
+    console.quiet_trainer(r.trainer, cfg)  # quiet=true: no per-step log prints either
 
 
 def train_stage(r: Run) -> None:

@@ -143,7 +143,10 @@ def finish(cfg, run_dir: Path, metrics: dict) -> None:
             return
         mlflow.log_metrics({f"final/{k}": v for k, v in values.items()})
         if cfg.logger.get("log_artifacts", True):
-            for path in (run_dir / "metrics.json", run_dir / ".hydra" / "config.yaml", run_dir / "model" / "README.md"):
+            from omegaconf import OmegaConf
+
+            mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")  # the composed config, as .hydra/config.yaml
+            for path in (run_dir / "metrics.json", run_dir / "model" / "README.md"):
                 if path.is_file():
                     mlflow.log_artifact(str(path))
         mlflow.end_run()

@@ -1,0 +1,147 @@
+"""finetune-predict on tiny trained runs (debug=smoke, one run per task, trained once per module): NER spans line up
+with the input text, generation and summarization return text, batch files round-trip, bad input fails in one line.
+"""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, compose
+
+RECIPES = {"ner": "bert-ner", "generation": "gpt2-generation", "summarization": "t5-summarization"}
+SENTENCES = ["Angela Merkel visited Paris in May .", "the old fox met John Smith near Berlin",
+             "Dr. Grace Moreno-Costa (ACME Corp.) flew to São Paulo, then to New York!", "no entities here at all"]
+
+
+def train(overrides, run_dir):
+    """A finished run directory as ``finetune`` leaves it: .hydra/config.yaml (written by Hydra) + the run's files."""
+    from omegaconf import OmegaConf
+
+    from pipeline.run import run
+
+    cfg = compose(overrides)
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    run(cfg, run_dir)
+    return run_dir
+
+
+def labels(predictor):
+    return {l[2:] for l in predictor.model.config.id2label.values() if l != "O"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return {task: train([f"recipe={recipe}", "debug=smoke"], tmp_path_factory.mktemp(task))
+            for task, recipe in RECIPES.items()}
+
+
+@pytest.fixture(scope="module")
+def ner(runs):
+    from pipeline.predict import Predictor
+
+    return Predictor(runs["ner"])
+
+
+def _assert_spans(texts, preds, labels):
+    assert len(preds) == len(texts)
+    for text, ents in zip(texts, preds):
+        for e in ents:
+            assert text[e["start"]:e["end"]] == e["word"] and e["word"].strip() == e["word"] != ""
+            assert e["entity"] in labels and 0.0 <= e["score"] <= 1.0
+        starts = [e["start"] for e in ents]
+        assert starts == sorted(starts) and all(a["end"] <= b["start"] for a, b in zip(ents, ents[1:]))
+
+
+def test_ner_spans_line_up_with_the_text(ner):
+    preds = ner.predict(SENTENCES)
+    _assert_spans(SENTENCES, preds, labels(ner))
+    assert sum(len(p) for p in preds) > 0, "the trained tiny model finds entities in sentences like its data"
+
+
+def test_ner_long_text_is_read_in_overlapping_windows(ner):
+    """Longer than the run's task.max_length (64 sub-words): every part is read and offsets stay exact."""
+    text = " ".join(["Angela Merkel visited Paris in May ."] * 30)
+    [ents] = ner.predict([text])
+    _assert_spans([text], [ents], labels(ner))
+    assert ents and max(e["end"] for e in ents) > len(text) // 2
+
+
+def test_generation_returns_text_and_seed_repeats(runs):
+    from pipeline.predict import Predictor
+
+    p = Predictor(runs["generation"])
+    a = p.predict(["To be or not", "the old", ""], seed=3, do_sample=True, max_new_tokens=8)
+    b = p.predict(["To be or not", "the old", ""], seed=3, do_sample=True, max_new_tokens=8)
+    assert a == b and len(a) == 3 and all(isinstance(t, str) and t.strip() for t in a)
+    greedy = p.predict(["To be or not"], do_sample=False, max_new_tokens=6)
+    assert greedy == p.predict(["To be or not"], do_sample=False, max_new_tokens=6)
+
+
+def test_summarization_matches_the_evaluate_stage_samples(runs):
+    """samples.jsonl (evaluate stage, in-memory model) and finetune-predict (saved model) decode the same way."""
+    from pipeline.predict import Predictor
+
+    rows = [json.loads(l) for l in (runs["summarization"] / "samples.jsonl").read_text().splitlines()]
+    preds = Predictor(runs["summarization"]).predict([r["document"] for r in rows])
+    assert preds == [r["generated"] for r in rows] and all(isinstance(p, str) for p in preds)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "pipeline.predict", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_batch_files_round_trip(runs, tmp_path):
+    docs = [json.loads(l)["document"] for l in (runs["summarization"] / "samples.jsonl").read_text().splitlines()]
+    src = tmp_path / "dialogues.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "dialogue": d}) + "\n" for i, d in enumerate(docs * 3)))
+    out = _cli(runs["summarization"], "--file", src, "--out", tmp_path / "summaries.jsonl", "--batch-size", 4)
+    assert out.returncode == 0, out.stderr
+    got = [json.loads(l) for l in (tmp_path / "summaries.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["dialogue"]) for r in got] == list(enumerate(docs * 3))
+    assert all(isinstance(r["summary"], str) for r in got)
+    assert "summarize:" in out.stderr  # the progress bar (3 batches)
+
+
+def test_ner_csv_and_text_files(ner, tmp_path):
+    from pipeline.predict import read_inputs, write_outputs
+
+    (tmp_path / "in.txt").write_text("\n".join(SENTENCES) + "\n\n")
+    rows = read_inputs(str(tmp_path / "in.txt"), "ner", None)
+    preds = ner.predict([r.pop("_input") for r in rows])
+    write_outputs([{**r, "entities": p} for r, p in zip(rows, preds)], str(tmp_path / "out.csv"))
+    with open(tmp_path / "out.csv", newline="") as f:
+        back = list(csv.DictReader(f))
+    assert [r["text"] for r in back] == SENTENCES
+    _assert_spans(SENTENCES, [json.loads(r["entities"]) for r in back], labels(ner))
+
+
+def test_adapter_run_predicts(tmp_path):
+    """A PEFT run (model/ holds adapter_config.json): loaded through its base, same span contract."""
+    from pipeline.predict import Predictor
+
+    train(["recipe=bert-ner", "debug=smoke", "method=lora", "trainer.num_train_epochs=1"], tmp_path)
+    assert (tmp_path / "model" / "adapter_config.json").is_file()
+    p = Predictor(tmp_path)
+    _assert_spans(SENTENCES, p.predict(SENTENCES), labels(p))
+
+
+def test_bad_run_dir_is_one_line_exit_2(tmp_path):
+    out = _cli(tmp_path / "nope", "--text", "hello")
+    assert out.returncode == 2 and out.stderr.startswith("error: ") and len(out.stderr.strip().splitlines()) == 1
+    (tmp_path / "run" / ".hydra").mkdir(parents=True)
+    (tmp_path / "run" / ".hydra" / "config.yaml").write_text("task: {name: ner}\n")
+    (tmp_path / "run" / "status.json").write_text('{"status": "failed"}')
+    out = _cli(tmp_path / "run", "--text", "hello")
+    assert out.returncode == 2 and "no saved model/ (status: failed)" in out.stderr
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from pipeline.predict import build_parser; build_parser().format_help(); " \
+           "print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr

@@ -59,7 +59,7 @@ def _app(cfg: DictConfig) -> float | None:
         tracking.fail()  # an open MLflow / W&B run is closed as failed
 
         err = e if isinstance(e, PipelineError) else user_error(e, cfg, run_dir)
-        write_status(run_dir, "failed", error=str(err) if err else f"{type(e).__name__}: {e}")
+        write_status(run_dir, "failed", error=distributed.root_error(str(err) if err else f"{type(e).__name__}: {e}"))
         distributed.exit_if_secondary(err.exit_code if err else 1)  # several ranks: the first failure shows
         if isinstance(e, Exception) and not full_errors and str(HydraConfig.get().mode) == "RunMode.MULTIRUN":
             # a sweep goes on to its other jobs; status.json and the sweep's comparison report list this failure

@@ -1,17 +1,18 @@
 """Runs under ``accelerate launch`` / ``torchrun``: one run directory for all ranks, launcher settings that must agree
 with the training config, batch size derived from the process count, replicas checked, clean shutdown.
 
-Hooks (one line each): ``cli.main`` calls ``before_hydra()`` and ``shutdown()``; ``cli._app`` asks
-``first_failure()`` before printing an error; ``run.setup`` calls ``configure(cfg)``; ``train.training_args`` calls
-``training_fields(fields)``; ``train.build_trainer`` calls ``fsdp_wrap(cfg, model)``; ``run.report_stage`` merges
-``run_facts(trainer)``. With one process (WORLD_SIZE unset or 1) every hook is a no-op apart from the batch
-arithmetic. Light imports at module level: this loads at CLI start-up.
+Hooks (one line each): ``cli.main`` calls ``before_hydra()`` and ``shutdown()``; on a failure ``cli._app`` records
+``root_error()`` in status.json, then ``exit_if_secondary()``; ``run.setup`` calls ``configure(cfg)``;
+``train.training_args`` calls ``training_fields(fields)``; ``train.build_trainer`` calls ``fsdp_wrap(cfg, model)``;
+``run.report_stage`` merges ``run_facts(trainer)``. With one process (WORLD_SIZE unset or 1) every hook is a no-op
+apart from the batch arithmetic. Light imports at module level: this loads at CLI start-up.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from datetime import timedelta
@@ -57,6 +58,15 @@ def before_hydra() -> None:
         os.environ[STAMP_ENV] = stamp[0]
     if rank() > 0:
         sys.argv += QUIET_RANK_OVERRIDES
+    signal.signal(signal.SIGTERM, _terminated)  # the launcher stops the other ranks when one fails
+
+
+class Terminated(SystemExit):
+    """SIGTERM from the launcher: raised so the rank records status.json (with the first rank's error) on the way."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated(128 + signum)
 
 
 def shutdown() -> None:
@@ -72,30 +82,48 @@ def shutdown() -> None:
         log.debug("destroy_process_group: %s", e)
 
 
-def first_failure() -> bool:
-    """True on the first rank that fails (it shows the error); False on ranks failing after it — typically a lost
-    connection to the rank that died — which exit without a second traceback. The count lives in the launcher's
-    store (the same TCP store the process group uses)."""
+def _store():
+    """The process group's TCP store (the launcher's), or None with one process / no group."""
     if world_size() <= 1:
-        return True
+        return None
     try:
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            return True
+            return None
         store = dist.distributed_c10d._get_default_store()
         store.set_timeout(timedelta(seconds=10))
-        return store.add("finetune/failures", 1) == 1
-    except Exception:  # no store reachable: better twice than never
-        return True
+        return store
+    except Exception:
+        return None
+
+
+_first: bool | None = None  # this rank failed before any other (None: it has not failed)
+
+
+def root_error(message: str) -> str:
+    """Record this rank's failure; return what the run failed of: ``message`` on the first rank to fail, the first
+    rank's error on the others (theirs is typically a lost connection to it). A failure count and the first error
+    live in the launcher's store, which outlives the ranks."""
+    global _first
+    store = _store()
+    try:
+        _first = store is None or store.add("finetune/failures", 1) == 1
+        if _first and store is not None:
+            store.set("finetune/error", f"rank {rank()}: {message}")
+        return message if _first else store.get("finetune/error").decode()
+    except Exception:  # store unreachable: better twice than never
+        _first = True
+        return message
 
 
 def exit_if_secondary(exit_code: int = 1) -> None:
-    """Called on an unexpected exception: a rank that fails after another one leaves quietly."""
-    if world_size() > 1 and not first_failure():
+    """Called on a failure after ``root_error``: a rank that failed after another one leaves quietly (no second
+    traceback, no wait on the broken process group); the first one goes on to show its error."""
+    if _first is False:
         print(f"rank {rank()}: stopping, another rank failed first (its error is above)", file=sys.stderr)
         sys.stderr.flush()
-        os._exit(exit_code)  # no traceback, no atexit waits on a broken process group
+        os._exit(exit_code)
 
 
 # ---- configuration (run.setup / train.training_args / train.build_trainer) --------------------------------------

@@ -83,7 +83,8 @@ def model_card(cfg, metrics: dict, command: str, adapter: bool | None = None) ->
     from omegaconf import OmegaConf
 
     task, method, data = cfg.task.name, cfg.method, cfg.data
-    adapter = method.get("kind") == "peft" if adapter is None else adapter
+    if adapter is None:  # as methods.method_kind infers it
+        adapter = method.get("kind") == "peft" or (not method.get("kind") and bool(method.get("peft_type")))
     pretrained = cfg.model.init == "pretrained"
     data_id = str(data.path) if data.source == "hub" and data.path else None
     files = " / ".join(str(data[k]) for k in ("train_file", "validation_file", "test_file") if data.get(k))

@@ -125,3 +125,12 @@ def test_summary_table_lists_metrics_and_outputs(mlflow_run):
     console.print(summary_table(compose(["recipe=bert-ner", "debug=smoke"]), metrics, run_dir))
     text = console.export_text()
     assert f"{metrics['test_f1']:.4f}" in text and str(run_dir / "model") in text and "mlflow.db" in text
+
+
+def test_wandb_offline_run_in_the_run_dir(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    run_pipeline(["recipe=bert-ner", "debug=smoke", "logger=wandb", "trainer.num_train_epochs=1"], tmp_path)
+    [record] = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))  # offline: nothing was sent
+    data = record.read_bytes()
+    assert b"trainer.learning_rate" in data and b"final/test_f1" in data  # the config and the final metrics

@@ -88,6 +88,11 @@ def _drop_empty(ds, task_name: str):
     """Rows the task cannot use (blank text, empty sentences) are dropped; tokens/tags mismatches are errors."""
     if task_name == "ner":
         for split, d in ds.items():
+            for col in ("tokens", "tags"):
+                inner = getattr(d.features[col], "feature", None)
+                if getattr(inner, "dtype", None) not in ("string", "large_string", "null"):  # null: all empty
+                    raise DataError(f"split '{split}' column '{col}' must hold lists of strings, found "
+                                    f"{d.features[col]}; write words and IOB2 tags as JSON strings")
             bad = [i for i, (t, g) in enumerate(zip(d["tokens"], d["tags"])) if len(t) != len(g)]
             if bad:
                 raise DataError(f"split '{split}' row {bad[0]}: {len(d[bad[0]]['tokens'])} tokens but "

@@ -166,7 +166,7 @@ def user_error(exc: BaseException, cfg=None, run_dir: Path | None = None) -> Pip
         if disk:
             where = getattr(e, "filename", None) or "the run directory"
             kept = newest_complete(run_dir) if run_dir is not None else None
-            return TrainingError(f"disk full while writing {where} ({_first_line(e)}); "
-                                 f"{'the previous checkpoint is intact: ' + str(kept) if kept else 'no complete checkpoint yet'}"
-                                 f"; free space (or lower trainer.save_total_limit) and rerun with resume=auto")
+            state = f"the previous checkpoint is intact: {kept}" if kept else "no complete checkpoint yet"
+            return TrainingError(f"disk full while writing {where} ({_first_line(e)}); {state}; free space (or "
+                                 f"lower trainer.save_total_limit) and rerun with resume=auto")
     return None

@@ -35,7 +35,7 @@ def why_incomplete(ckpt: Path) -> str | None:
     if not ckpt.is_dir():
         return "not a directory"
     if not (ckpt / MARKER).is_file():
-        return f"no {MARKER} marker (the save did not finish)"
+        return f"no {MARKER} marker: the save did not finish"
     try:
         marker = json.loads((ckpt / MARKER).read_text())
         json.loads((ckpt / STATE).read_text())

@@ -95,8 +95,11 @@ def read_files(kind: str, cfg, files: dict):
     try:
         return datasets.load_dataset(kind, data_files=files, **kwargs)
     except Exception as e:  # pyarrow / json parse errors: name the file, not the stack
-        raise DataError(f"could not read {kind} files {list(files.values())}: {type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:200]}") from e
+        why = e
+        while type(why).__name__ == "DatasetGenerationError" and (why.__cause__ or why.__context__):
+            why = why.__cause__ or why.__context__  # "An error occurred while generating": say which
+        raise DataError(f"could not read {kind} files {list(files.values())}: {type(why).__name__}: "
+                        f"{(str(why).splitlines() or [''])[0][:200]}; fix the file or set data.source") from e
 
 
 def read_hub(cfg):

@@ -89,17 +89,21 @@ def read_conll(cfg, files: dict):
 
 
 def read_files(kind: str, cfg, files: dict):
+    """One ``load_dataset`` per split: splits may carry different extra columns (DialogSum's test has summary2..)."""
     import datasets
 
     kwargs = {"sample_by": cfg.text.sample_by} if kind == "text" else {}
-    try:
-        return datasets.load_dataset(kind, data_files=files, **kwargs)
-    except Exception as e:  # pyarrow / json parse errors: name the file, not the stack
-        why = e
-        while type(why).__name__ == "DatasetGenerationError" and (why.__cause__ or why.__context__):
-            why = why.__cause__ or why.__context__  # "An error occurred while generating": say which
-        raise DataError(f"could not read {kind} files {list(files.values())}: {type(why).__name__}: "
-                        f"{(str(why).splitlines() or [''])[0][:200]}; fix the file or set data.source") from e
+    out = {}
+    for split, path in files.items():
+        try:
+            out[split] = datasets.load_dataset(kind, data_files={split: path}, **kwargs)[split]
+        except Exception as e:  # pyarrow / json parse errors: name the file, not the stack
+            why = e
+            while type(why).__name__ == "DatasetGenerationError" and (why.__cause__ or why.__context__):
+                why = why.__cause__ or why.__context__  # "An error occurred while generating": say which
+            raise DataError(f"could not read {kind} file {path}: {type(why).__name__}: "
+                            f"{(str(why).splitlines() or [''])[0][:200]}; fix the file or set data.source") from e
+    return datasets.DatasetDict(out)
 
 
 def read_hub(cfg):

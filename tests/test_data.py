@@ -98,3 +98,13 @@ def test_tokens_tags_length_mismatch(tmp_path):
 def test_empty_split_after_caps(tmp_path):
     with pytest.raises(DataError, match="empty"):
         load_raw(data_cfg(max_test_samples=0), "ner", 0)
+
+
+def test_json_splits_with_different_extra_columns(tmp_path):
+    """DialogSum's test split carries summary2/topic2 columns the train split lacks: each split is read alone."""
+    tr, te = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+    tr.write_text("".join(json.dumps({"document": f"d{i}", "summary": f"s{i}"}) + "\n" for i in range(10)))
+    te.write_text("".join(json.dumps({"document": f"t{i}", "summary": f"s{i}", "summary2": "x"}) + "\n" for i in range(4)))
+    ds = load_raw(data_cfg(train_file=str(tr), validation_file=str(te), test_file=str(te), source="auto"),
+                  "summarization", 0)
+    assert ds["test"].column_names == ["document", "summary"] and len(ds["test"]) == 4

@@ -186,7 +186,13 @@ def read_inputs(path: str, task: str, column: str | None) -> list[dict]:
         raise DataError(f"--file {path}: file not found")
     if p.suffix in (".jsonl", ".json"):
         text = p.read_text(encoding="utf-8")
-        rows = json.loads(text) if text.lstrip().startswith("[") else [json.loads(l) for l in text.splitlines() if l.strip()]
+        try:
+            rows = json.loads(text) if text.lstrip().startswith("[") else \
+                [json.loads(l) for l in text.splitlines() if l.strip()]
+        except json.JSONDecodeError as e:
+            raise DataError(f"--file {path}: not JSON lines nor a JSON list ({e})") from e
+        if not all(isinstance(r, dict) for r in rows):
+            raise DataError(f"--file {path}: each line (or list item) must be a JSON object with an input column")
     elif p.suffix == ".csv":
         with open(p, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
@@ -194,9 +200,10 @@ def read_inputs(path: str, task: str, column: str | None) -> list[dict]:
         rows = [{"text": l} for l in p.read_text(encoding="utf-8").splitlines() if l.strip()]
     if not rows:
         raise DataError(f"--file {path}: no inputs in it")
-    names = [column] if column else [c for c in INPUT_COLUMNS[task] if c in rows[0]]
+    candidates = INPUT_COLUMNS.get(task, ("text",))
+    names = [column] if column else [c for c in candidates if c in rows[0]]
     if not names or names[0] not in rows[0]:
-        raise DataError(f"--file {path}: no column {column or ' / '.join(INPUT_COLUMNS[task])}; its columns are "
+        raise DataError(f"--file {path}: no column {column or ' / '.join(candidates)}; its columns are "
                         f"{sorted(rows[0])}; pick one with --column")
     for row in rows:
         value = row[names[0]]
@@ -265,10 +272,12 @@ def main(argv=None) -> None:
         for key, value in (("TOKENIZERS_PARALLELISM", "false"), ("TRANSFORMERS_VERBOSITY", "error"),
                            ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):  # our own progress bar is the one that counts
             os.environ.setdefault(key, value)
-        resolve_run(args.run_dir)  # a bad path fails here, before torch is imported
-        predictor = Predictor(args.run_dir, device=args.device)
-        rows = read_inputs(args.file, predictor.task_name, args.column) if args.file else \
-            [{"text": t, "_input": t} for t in args.texts]
+        from omegaconf import OmegaConf
+
+        run_dir, _ = resolve_run(args.run_dir)  # a bad path or file fails here, before torch is imported
+        task = str(OmegaConf.load(run_dir / ".hydra" / "config.yaml").task.name)
+        rows = read_inputs(args.file, task, args.column) if args.file else [{"text": t, "_input": t} for t in args.texts]
+        predictor = Predictor(run_dir, device=args.device)
         quiet = args.quiet or os.environ.get("FINETUNE_QUIET") == "1"
         gen = {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample, "temperature": args.temperature,
                "top_p": args.top_p, "top_k": args.top_k, "num_beams": args.num_beams,

@@ -140,6 +140,15 @@ def test_bad_run_dir_is_one_line_exit_2(tmp_path):
     assert out.returncode == 2 and "no saved model/ (status: failed)" in out.stderr
 
 
+def test_bad_input_file_fails_before_loading_the_model(runs, tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"dialogue": "unterminated\n')
+    (tmp_path / "cols.csv").write_text("id,body\n1,hello\n")
+    for path, why in ((tmp_path / "bad.jsonl", "not JSON lines"), (tmp_path / "cols.csv", "no column document"),
+                      (tmp_path / "missing.jsonl", "file not found")):
+        out = _cli(runs["summarization"], "--file", path)
+        assert out.returncode == 2 and out.stderr.startswith("error: ") and why in out.stderr, out.stderr
+
+
 def test_help_does_not_import_torch():
     code = "import sys; from pipeline.predict import build_parser; build_parser().format_help(); " \
            "print('torch' in sys.modules)"

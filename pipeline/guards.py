@@ -16,7 +16,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from pipeline.errors import PipelineError
-from pipeline.resume import MARKER, newest_complete
+from pipeline.resume import MARKER, all_checkpoints, newest_complete, why_incomplete
 
 
 class TrainingError(PipelineError):
@@ -164,8 +164,9 @@ def user_error(exc: BaseException, cfg=None, run_dir: Path | None = None) -> Pip
             return TrainingError(oom_message(e, cfg) if cfg is not None else f"out of memory ({_first_line(e)})")
         disk = getattr(e, "errno", None) in DISK_ERRNOS or any(w in str(e) for w in DISK_WORDS)
         if disk:
-            where = getattr(e, "filename", None) or "the run directory"
             kept = newest_complete(run_dir) if run_dir is not None else None
+            saving = next((c for c in all_checkpoints(run_dir) if why_incomplete(c)), None) if run_dir else None
+            where = getattr(e, "filename", None) or saving or "the run directory"
             state = f"the previous checkpoint is intact: {kept}" if kept else "no complete checkpoint yet"
             return TrainingError(f"disk full while writing {where} ({_first_line(e)}); {state}; free space (or "
                                  f"lower trainer.save_total_limit) and rerun with resume=auto")

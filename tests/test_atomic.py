@@ -138,8 +138,8 @@ def test_out_of_memory_names_the_knobs(tmp_path):
 
 
 def test_disk_full_while_saving_leaves_the_previous_checkpoint_intact(tmp_path):
-    """The first checkpoint saves; then a file-size limit makes every further write fail (EFBIG, as a full disk
-    fails with ENOSPC) while checkpoint-32 is being written."""
+    """checkpoint-16 saves; then a file-size limit makes every write fail (EFBIG, as a full disk fails with ENOSPC)
+    while checkpoint-32 is being written."""
     from pipeline import resume
     from pipeline.guards import user_error
     from pipeline.run import train_stage
@@ -147,12 +147,13 @@ def test_disk_full_while_saving_leaves_the_previous_checkpoint_intact(tmp_path):
     r = _setup(tmp_path)
     old_limit, old_handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.getsignal(signal.SIGXFSZ)
 
-    class FillDiskAfterFirstSave(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of the signal
-            resource.setrlimit(resource.RLIMIT_FSIZE, (64, old_limit[1]))
+    class FillDiskBeforeSecondSave(TrainerCallback):
+        def on_evaluate(self, args, state, control, **kwargs):  # evaluation runs right before the epoch's save
+            if state.global_step == 32:
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of the signal
+                resource.setrlimit(resource.RLIMIT_FSIZE, (64, old_limit[1]))
 
-    r.trainer.add_callback(FillDiskAfterFirstSave())
+    r.trainer.add_callback(FillDiskBeforeSecondSave())
     try:
         with pytest.raises(Exception) as e:
             train_stage(r)
@@ -160,9 +161,11 @@ def test_disk_full_while_saving_leaves_the_previous_checkpoint_intact(tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
         signal.signal(signal.SIGXFSZ, old_handler)
     msg = str(user_error(e.value, r.cfg, tmp_path))
-    assert msg.startswith("disk full while writing") and "File too large" in msg, msg
+    assert msg.startswith(f"disk full while writing {tmp_path}/checkpoints/checkpoint-32 (OSError: [Errno 27] File "
+                          "too large)"), msg
     assert f"the previous checkpoint is intact: {tmp_path}/checkpoints/checkpoint-16" in msg
-    assert resume.why_incomplete(tmp_path / "checkpoints" / "checkpoint-32") is not None
+    assert (tmp_path / "checkpoints" / "checkpoint-32").is_dir()  # half-written
+    assert resume.why_incomplete(tmp_path / "checkpoints" / "checkpoint-32").startswith("no COMPLETE marker")
     assert resume.resolve("auto", tmp_path) == str(tmp_path / "checkpoints" / "checkpoint-16")
 
 

@@ -68,8 +68,8 @@ class ThroughputMeter(TrainerCallback):
         self.t0 = time.time()
         self.rss_at_train_begin = _rss_mb()
 
-    def on_train_end(self, args, state, control, **kwargs):
-        self.t1 = time.time()
+    def on_step_end(self, args, state, control, **kwargs):
+        self.t1 = time.time()  # the last one ends the loop (later logging / saving / on_train_end work is not in it)
 
     def facts(self, state=None) -> dict:
         if self.t0 is None or self.t1 is None or not self.forwards:

@@ -1,0 +1,204 @@
+"""A plain transformers Trainer script (the style of the transformers examples run_ner / run_summarization /
+run_clm), the baseline the pipeline is measured against by benchmarks/run.py.
+
+  --padding max_length   naive: every example padded to the maximum length in preprocessing, default_data_collator,
+                         random sampler (the examples' --pad_to_max_length path); causal LM: one padded example per
+                         paragraph instead of packed blocks
+  --padding dynamic      identical settings to the pipeline: dynamic padding collators + group_by_length (NER,
+                         summarization); packed full blocks (causal LM)
+
+Tokens are counted by the same forward pre-hook as the pipeline (pipeline/throughput.py), so both sides report the
+same figures computed the same way. Writes one JSON file (--out) with the Trainer's train metrics + those counts.
+
+  python benchmarks/baseline_trainer.py --task ner --model_dir <dir> --data_dir ../shared/data/conll2003 --out r.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+T_START = time.time()
+ROOT = Path(__file__).resolve().parent.parent
+TIMES = {}
+
+
+def timed_map(ds, fn, **kwargs):
+    t = time.time()
+    out = ds.map(fn, batched=True, remove_columns=ds.column_names, **kwargs)
+    TIMES["tokenize"] = time.time() - t
+    return out
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", choices=["ner", "summarization", "generation"], required=True)
+    p.add_argument("--model_dir", required=True, help="local model + tokenizer directory")
+    p.add_argument("--data_dir", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--padding", choices=["max_length", "dynamic"], default="dynamic")
+    p.add_argument("--max_train_samples", type=int, default=None)
+    p.add_argument("--max_steps", type=int, default=20)
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--learning_rate", type=float, default=5e-5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max_length", type=int, default=128)
+    p.add_argument("--max_source_length", type=int, default=512)
+    p.add_argument("--max_target_length", type=int, default=128)
+    p.add_argument("--source_prefix", default="")
+    p.add_argument("--block_size", type=int, default=256)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    return p.parse_args(argv)
+
+
+def read_conll(path):
+    """CoNLL-2003 column file -> {"tokens": [...], "tags": [...]} rows (token first column, NER tag last)."""
+    rows, tokens, tags = [], [], []
+    for line in open(path, encoding="utf-8"):
+        parts = line.split()
+        if not parts or parts[0] == "-DOCSTART-":
+            if tokens:
+                rows.append({"tokens": tokens, "tags": tags})
+            tokens, tags = [], []
+            continue
+        tokens.append(parts[0])
+        tags.append(parts[-1])
+    if tokens:
+        rows.append({"tokens": tokens, "tags": tags})
+    return rows
+
+
+def ner(args, tokenizer):
+    import datasets
+    from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, default_data_collator
+
+    raw = datasets.Dataset.from_list(read_conll(os.path.join(args.data_dir, "train.txt")))
+    if args.max_train_samples:
+        raw = raw.select(range(min(args.max_train_samples, len(raw))))
+    labels = sorted({t for row in raw["tags"] for t in row})
+    label2id = {l: i for i, l in enumerate(labels)}
+    pad = "max_length" if args.padding == "max_length" else False
+
+    def encode(batch):
+        enc = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True, max_length=args.max_length,
+                        padding=pad)
+        enc["labels"] = []
+        for i, tags in enumerate(batch["tags"]):
+            prev, row = None, []
+            for wid in enc.word_ids(i):
+                row.append(-100 if wid is None or wid == prev else label2id[tags[wid]])
+                prev = wid
+            enc["labels"].append(row)
+        return enc
+
+    train = timed_map(raw, encode)
+    model = AutoModelForTokenClassification.from_pretrained(
+        args.model_dir, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id,
+        ignore_mismatched_sizes=True, attn_implementation="sdpa")
+    collator = default_data_collator if pad else DataCollatorForTokenClassification(tokenizer)
+    return model, train, collator
+
+
+def summarization(args, tokenizer):
+    import datasets
+    from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, default_data_collator
+
+    raw = datasets.load_dataset("json", data_files={"train": os.path.join(args.data_dir, "train.jsonl")})["train"]
+    if args.max_train_samples:
+        raw = raw.select(range(min(args.max_train_samples, len(raw))))
+    pad = "max_length" if args.padding == "max_length" else False
+
+    def encode(batch):
+        enc = tokenizer([args.source_prefix + d for d in batch["document"]], max_length=args.max_source_length,
+                        truncation=True, padding=pad)
+        labels = tokenizer(text_target=batch["summary"], max_length=args.max_target_length, truncation=True,
+                           padding=pad)["input_ids"]
+        if pad:  # as the examples' ignore_pad_token_for_loss: padded label positions do not count in the loss
+            labels = [[t if t != tokenizer.pad_token_id else -100 for t in row] for row in labels]
+        enc["labels"] = labels
+        return enc
+
+    train = timed_map(raw, encode)
+    model = AutoModelForSeq2SeqLM.from_pretrained(args.model_dir, attn_implementation="sdpa")
+    collator = default_data_collator if pad else DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
+    return model, train, collator
+
+
+def generation(args, tokenizer):
+    import datasets
+    from transformers import AutoModelForCausalLM, default_data_collator
+
+    raw = datasets.load_dataset("text", data_files={"train": os.path.join(args.data_dir, "input.txt")},
+                                sample_by="paragraph")["train"]
+    raw = raw.filter(lambda b: [bool(t.strip()) for t in b["text"]], batched=True)
+    if args.max_train_samples:
+        raw = raw.select(range(min(args.max_train_samples, len(raw))))
+    eos, block = tokenizer.eos_token_id, args.block_size
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    def padded(batch):  # naive: one example per paragraph, padded to the block size, pad positions masked
+        enc = tokenizer([t for t in batch["text"]], max_length=block, truncation=True, padding="max_length")
+        enc["labels"] = [[t if m else -100 for t, m in zip(ids, mask)]
+                         for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
+        return enc
+
+    def packed(batch):  # run_clm: tokenize, concatenate with EOS, cut into full blocks
+        ids = [x + [eos] for x in tokenizer(batch["text"], add_special_tokens=False)["input_ids"]]
+        flat = [t for x in ids for t in x]
+        n = len(flat) // block * block
+        blocks = [flat[i:i + block] for i in range(0, n, block)]
+        return {"input_ids": blocks, "attention_mask": [[1] * block for _ in blocks], "labels": [list(b) for b in blocks]}
+
+    fn = padded if args.padding == "max_length" else packed
+    train = timed_map(raw, fn, batch_size=1000)
+    model = AutoModelForCausalLM.from_pretrained(args.model_dir, attn_implementation="sdpa")
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, train, default_data_collator
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import torch
+    import transformers
+    from transformers import AutoTokenizer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    transformers.set_seed(args.seed)
+    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+    model, train, collator = {"ner": ner, "summarization": summarization, "generation": generation}[args.task](
+        args, tokenizer)
+    seq2seq = args.task == "summarization"
+    args_class = transformers.Seq2SeqTrainingArguments if seq2seq else transformers.TrainingArguments
+    trainer_class = transformers.Seq2SeqTrainer if seq2seq else transformers.Trainer
+    out_dir = Path(args.out).with_suffix("")
+    training_args = args_class(
+        output_dir=str(out_dir / "checkpoints"), max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate, weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear", seed=args.seed,
+        logging_steps=20, report_to="none", save_strategy="no", eval_strategy="no", disable_tqdm=True,
+        dataloader_pin_memory=False, logging_nan_inf_filter=False,
+        train_sampling_strategy="group_by_length" if args.padding == "dynamic" and args.task != "generation" else "random")
+    trainer = trainer_class(model=model, args=training_args, train_dataset=train, data_collator=collator,
+                            processing_class=tokenizer)
+    sys.path.insert(0, str(ROOT))
+    from pipeline import throughput  # the same token counter as the pipeline: same figures, same way
+
+    throughput.attach(trainer)
+    metrics = dict(trainer.train().metrics)
+    metrics.update(throughput.facts(trainer))
+    trainer.save_model(str(out_dir / "model"))
+    import resource
+
+    metrics.update(tokenize_seconds=TIMES["tokenize"], wall_seconds=time.time() - T_START,
+                   peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                   torch_threads=torch.get_num_threads(), train_samples=len(train))
+    Path(args.out).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

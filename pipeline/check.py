@@ -16,6 +16,7 @@ def validate(cfg) -> None:
 
     methods.validate(cfg, family)  # method x family / trainer combinations that cannot work (methods.REFUSALS)
     _check_model_source(cfg.model)
+    _number(cfg, "seed", int, where="")
     _check_trainer(cfg.trainer)
     if cfg.trainer.get("hub_token"):  # .hydra/config.yaml, the model card and checkpoints would keep it
         raise ConfigError("trainer.hub_token is set in the config, where it would be written to the run directory; "
@@ -78,7 +79,21 @@ def _check_safetensors(folder: str, mcfg) -> None:
                          f"you trust the source")
 
 
+def _number(node, key: str, kind, where: str = "trainer."):
+    """``node[key]`` as int / float, or one line naming the key (a typo like lr=3e-4x would be a ValueError)."""
+    try:
+        return kind(node[key])
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}{key}={node[key]!r} is not {'an integer' if kind is int else 'a number'}; "
+                          f"give {where}{key}=<{'integer' if kind is int else 'number'}>") from None
+
+
 def _check_trainer(t) -> None:
+    for key, kind in (("learning_rate", float), ("num_train_epochs", float), ("max_steps", int),
+                      ("per_device_train_batch_size", int), ("per_device_eval_batch_size", int),
+                      ("gradient_accumulation_steps", int), ("weight_decay", float), ("warmup_steps", float)):
+        if key in t:
+            _number(t, key, kind)
     lr = float(t.learning_rate)
     if not 0 < lr < 1:
         raise ConfigError(f"trainer.learning_rate={lr} is out of range; use a value in (0, 1), e.g. 5e-5")

@@ -41,7 +41,7 @@ def training_args(cfg, task, run_dir: Path):
     except TypeError as e:
         raise ConfigError(f"trainer: {e} (the trainer group takes {args_class.__name__} fields)") from e
     except ValueError as e:
-        raise ConfigError(f"trainer: {str(e).splitlines()[0]}") from e
+        raise ConfigError(f"trainer: {' '.join(str(e).split())[:400]}") from e  # one line, all of it
 
 
 def build_trainer(cfg, task, model, tokenizer, datasets, args):

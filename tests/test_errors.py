@@ -28,6 +28,7 @@ def jsonl(*rows) -> str:
 
 # (id, overrides, files {name: text or bytes}, env, expected part of the message). {tmp}: the case's folder.
 CASES = [
+    ("unknown recipe", ["recipe=nope"], {}, {}, "Could not find 'recipe/nope'"),
     ("unknown group option", ["model=nope"], {}, {}, "Could not find 'model/nope'"),
     ("unknown key", ["trainer.not_a_field=1"], {}, {}, "Could not override 'trainer.not_a_field'"),
     ("unknown method", ["method=nope"], {}, {}, "Could not find 'method/nope'"),
@@ -161,6 +162,36 @@ def test_cli_output_directory_not_writable(tmp_path):
         f"file, not a folder); give a writable folder with hydra.run.dir=... (or output_root=...)"]
 
 
+def more_rows() -> list[tuple[str, str]]:
+    """The rows checked through the CLI or other entry points above, produced in-process for the table."""
+    import contextlib
+    import io
+    import tempfile
+
+    from pipeline.data.preference import load_preferences
+    from pipeline.errors import PipelineError
+    from pipeline.lock import RunDirCheck, RunLock
+
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "a_file").write_text("x")
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.suppress(SystemExit):
+            RunDirCheck()._check("hydra.run.dir", f"{d}/a_file/run")
+        rows.append(("output directory not writable", err.getvalue().strip().removeprefix("error: ")))
+        with RunLock(d):
+            try:
+                RunLock(d).__enter__()
+            except PipelineError as e:
+                rows.append(("run directory in use", str(e)))
+        (Path(d) / "pref.jsonl").write_text(jsonl(*[{"prompt": "Hi", "answer": "there"}] * 8))
+        try:
+            load_preferences(compose(["rlhf=dpo", f"rlhf.data.train_file={d}/pref.jsonl"]).rlhf.data, 0)
+        except PipelineError as e:
+            rows.append(("preference rows without chosen/rejected", str(e)))
+        return [(name, msg.replace(d, "<tmp>")) for name, msg in rows]
+
+
 if __name__ == "__main__":  # the table for the README: python tests/test_errors.py
     import tempfile
 
@@ -178,3 +209,5 @@ if __name__ == "__main__":  # the table for the README: python tests/test_errors
             for k, v in old.items():
                 os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         print(f"| {name} | `{msg.splitlines()[0]}` |")
+    for name, msg in more_rows():
+        print(f"| {name} | `{msg}` |")

@@ -65,11 +65,18 @@ class NonFiniteGuard(TrainerCallback):
     Raising here, before the Trainer's save of the same step, means no checkpoint with broken weights is written.
     Needs ``logging_nan_inf_filter=False`` (train.py): with the filter the Trainer hides NaN losses in the logs."""
 
+    last_logged = 0  # global step of the previous loss log: a logged loss is the mean of the steps since
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last_logged = state.global_step  # > 0 when resumed
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        first, self.last_logged = self.last_logged + 1, state.global_step
         if isinstance(loss, (int, float)) and not math.isfinite(loss):
-            first = state.global_step - args.logging_steps + 1 if args.logging_strategy == "steps" else None
-            span = f"steps {max(1, first)}-{state.global_step}" if first else f"step {state.global_step}"
+            span = f"steps {first}-{state.global_step}" if first < state.global_step else f"step {first}"
             raise TrainingError(f"training loss is {loss} at step {state.global_step} (mean over {span}); stopped, "
                                 f"{_last_good(args)}; lower trainer.learning_rate, keep trainer.max_grad_norm > 0, "
                                 f"or train in bf16/fp32 instead of fp16")

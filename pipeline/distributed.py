@@ -165,7 +165,8 @@ def configure(cfg) -> None:
                  t.global_batch_size, world_size(), per_device, steps)
     t.per_device_train_batch_size, t.gradient_accumulation_steps = per_device, steps
     env = _launcher()
-    trainer_mp = "bf16" if t.get("bf16") else "fp16" if t.get("fp16") else "no"
+    bf16 = str(t.get("bf16")).lower()  # true | false | auto (bf16 where the GPU has it)
+    trainer_mp = "fp16" if t.get("fp16") else "bf16" if bf16 in ("true", "auto") else "no"
     if env["mixed_precision"] not in ("no", trainer_mp):
         raise ConfigError(f"mixed precision: the accelerate config says {env['mixed_precision']} "
                           f"(ACCELERATE_MIXED_PRECISION) but cfg.trainer says {trainer_mp}; set trainer."

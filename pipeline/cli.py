@@ -38,7 +38,7 @@ def _app(cfg: DictConfig) -> float | None:
     full_errors = bool(cfg.get("debug_errors")) or os.environ.get("HYDRA_FULL_ERROR") == "1"
     from contextlib import nullcontext
 
-    from pipeline.lock import RunLock
+    from pipeline.lock import RunLock, Terminated, raise_on_sigterm
     from pipeline.run import is_main_process, run, write_status
 
     lock = RunLock(run_dir) if is_main_process() else nullcontext()
@@ -47,6 +47,7 @@ def _app(cfg: DictConfig) -> float | None:
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
+    raise_on_sigterm()  # preemption: status.json says failed, the lock is released
     write_status(run_dir, "running")
     from pipeline import console, tracking
 
@@ -61,7 +62,8 @@ def _app(cfg: DictConfig) -> float | None:
         err = e if isinstance(e, PipelineError) else user_error(e, cfg, run_dir)
         write_status(run_dir, "failed", error=distributed.root_error(str(err) if err else f"{type(e).__name__}: {e}"))
         distributed.exit_if_secondary(err.exit_code if err else 1)  # several ranks: the first failure shows
-        if isinstance(e, Exception) and not full_errors and str(HydraConfig.get().mode) == "RunMode.MULTIRUN":
+        sweep = str(HydraConfig.get().mode) == "RunMode.MULTIRUN" and not isinstance(e, Terminated)
+        if isinstance(e, Exception) and not full_errors and sweep:
             # a sweep goes on to its other jobs; status.json and the sweep's comparison report list this failure
             log.error("error: %s: %s", run_dir.name, err or f"{type(e).__name__}: {e}", exc_info=err is None)
             return None

@@ -29,6 +29,25 @@ class RunDirBusy(PipelineError):
     """Another live run holds the run directory."""
 
 
+class Terminated(PipelineError):
+    """SIGTERM (a scheduler's preemption, ``kill``): recorded as failed like any error, exit 143."""
+
+    exit_code = 143
+
+
+def raise_on_sigterm() -> None:
+    """Turn SIGTERM into an exception, so the run records ``failed`` in status.json and releases its lock."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise Terminated("stopped by SIGTERM (preemption or kill); complete checkpoints are kept; continue with "
+                         "resume=auto and the same hydra.run.dir")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def unwritable_reason(run_dir: str | os.PathLike) -> str | None:
     """None when ``run_dir`` exists and takes files, or can be created; else why not. Creates nothing that stays."""
     d = Path(run_dir).expanduser().absolute()

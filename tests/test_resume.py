@@ -21,16 +21,16 @@ from conftest import ROOT, run_cli, run_pipeline
 STEPS = ["debug=smoke", "trainer.eval_strategy=steps", "trainer.save_strategy=steps", "+trainer.eval_steps=10",
          "+trainer.save_steps=10"]
 KILL_AT = 25
-# `python -c KILLER <step> <overrides>`: the real CLI, plus a callback that SIGKILLs the process at <step>.
+# `python -c KILLER <step> <signal> <overrides>`: the real CLI, plus a callback that signals the process at <step>.
 KILLER = """
 import os, signal, sys
 from transformers import TrainerCallback
 import pipeline.train as train
-step = int(sys.argv.pop(1))
+step, sig = int(sys.argv.pop(1)), getattr(signal, sys.argv.pop(1))
 class KillAt(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == step:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), sig)
 build = train.build_trainer
 def build_and_arm(*a, **kw):
     trainer = build(*a, **kw)
@@ -62,7 +62,7 @@ def runs(tmp_path_factory):
     straight, killed = base / "straight", base / "killed"
     r = run_cli(STEPS + [f"hydra.run.dir={straight}"], cwd=base, env={"HF_TOKEN": SECRET})
     assert r.returncode == 0, r.stderr[-2000:]
-    k = subprocess.run([sys.executable, "-c", KILLER, str(KILL_AT), *STEPS, f"hydra.run.dir={killed}"], cwd=base,
+    k = subprocess.run([sys.executable, "-c", KILLER, str(KILL_AT), "SIGKILL", *STEPS, f"hydra.run.dir={killed}"], cwd=base,
                        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     after_kill = {
         "returncode": k.returncode,

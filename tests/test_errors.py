@@ -39,6 +39,8 @@ CASES = [
     ("pickle-only model folder", ["model.name_or_path={tmp}/bin_model"],
      {"bin_model/config.json": '{"model_type": "bert"}', "bin_model/pytorch_model.bin": b"\x80\x02"}, {},
      "only pickle weights (pytorch_model.bin)"),
+    ("hub dataset while offline", ["debug=smoke", "data.source=hub", "data.path=someone/ner-data"], {},
+     {"HF_HUB_OFFLINE": "1"}, "data.path=someone/ner-data: cannot load the hub dataset (offline mode is on"),
     ("data file missing", SMOKE + ["data.train_file={tmp}/missing.jsonl"], {}, {}, "file not found"),
     ("data file unreadable (bad JSON)", SMOKE + ["data.train_file={tmp}/train.jsonl"],
      {"train.jsonl": '{"tokens": ["a"], "tags": \n'}, {},

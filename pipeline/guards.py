@@ -158,7 +158,8 @@ def oom_message(exc: BaseException, cfg) -> str:
             f"(now {t.per_device_train_batch_size}) / per_device_eval_batch_size (now {t.per_device_eval_batch_size}) "
             f"and raise trainer.gradient_accumulation_steps (now {t.gradient_accumulation_steps}) to keep the "
             f"global batch, set trainer.activation_checkpointing=true, train adapters (method=lora), use "
-            f"trainer.bf16=true, or shorten task.max_length / block_size / max_source_length")
+            f"trainer.bf16=true, shorten task.max_length / block_size / max_source_length, or let the Trainer halve the "
+            f"batch on OOM: +trainer.auto_find_batch_size=true")
 
 
 def user_error(exc: BaseException, cfg=None, run_dir: Path | None = None) -> PipelineError | None:

@@ -93,7 +93,8 @@ def model_card(cfg, metrics: dict, command: str, adapter: bool | None = None) ->
     results = None
     if isinstance(value, float):
         results = [EvalResult(task_type=PIPELINE_TAG[task], dataset_type=data_id or str(data.source),
-                              dataset_name=data_id or files or str(data.source), dataset_config=data.get("config_name"),
+                              dataset_name=data_id or (Path(str(data.train_file)).parent.name if data.get("train_file")
+                                                       else str(data.source)), dataset_config=data.get("config_name"),
                               dataset_split="test", metric_type=metric_type, metric_name=f"test {metric}",
                               metric_value=round(value, 4))]
     meta = ModelCardData(base_model=_hub_id(str(cfg.model.name_or_path)) if pretrained else None,

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ROOT, compose, run_pipeline
 
-FAST = ["rlhf.data.synthetic.num_train=96", "rlhf.data.synthetic.num_test=32", "rlhf.eval.num_prompts=32",
+FAST = ["rlhf.data.synthetic.num_train=128", "rlhf.data.synthetic.num_test=64", "rlhf.eval.num_prompts=64",
         "rlhf.generation.max_completion_length=10"]
 
 

@@ -160,6 +160,34 @@ def load_preferences(dcfg, seed: int, run_data_source: str | None = None):
     return datasets.DatasetDict(out), dropped
 
 
+def fit_pairs(split, tok, max_length: int, min_prompt_tokens: int = 8):
+    """Make every prompt + response fit ``max_length`` tokens: long prompts keep their end (the turn the responses
+    answer), long responses keep their start. Rows that fit are left untouched (no re-decoding)."""
+    room = max_length - 4  # special tokens a tokenizer may add (BERT: [CLS] ... [SEP])
+
+    def ids(text):
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    def fit(batch):
+        out = {"prompt": [], "chosen": [], "rejected": []}
+        for p, c, r in zip(batch["prompt"], batch["chosen"], batch["rejected"]):
+            pi, ci, ri = ids(p), ids(c), ids(r)
+            cap = room - min(len(pi), min_prompt_tokens)
+            if len(ci) > cap:
+                c, ci = tok.decode(ci[:cap]), ci[:cap]
+            if len(ri) > cap:
+                r, ri = tok.decode(ri[:cap]), ri[:cap]
+            budget = room - max(len(ci), len(ri))
+            if len(pi) > budget:
+                p = tok.decode(pi[len(pi) - budget:]) if budget > 0 else ""
+            out["prompt"].append(p)
+            out["chosen"].append(c)
+            out["rejected"].append(r)
+        return out
+
+    return split.map(fit, batched=True, desc=f"fit pairs into {max_length} tokens")
+
+
 def prompts_only(split):
     """GRPO / RLOO rows: the distinct prompts of a preference split, first-seen order."""
     seen = dict.fromkeys(split["prompt"])

@@ -44,9 +44,9 @@ def kto_rows(pairs):
     return datasets.Dataset.from_dict(rows)
 
 
-def _offline_trainer(algorithm, cfg, policy_path, tok, train, peft, out_dir):
+def _offline_trainer(algorithm, cfg, policy_path, tok, train, peft, out_dir, max_length: int):
     rl = cfg.rlhf
-    extra = {"beta": float(rl.beta), "max_length": int(rl.max_length)}
+    extra = {"beta": float(rl.beta), "max_length": max_length}
     if algorithm == "dpo":
         from trl import DPOConfig, DPOTrainer
 
@@ -104,7 +104,11 @@ def train_policy(cfg, prefs, policy_path: str, scorer, out_dir: Path) -> dict:
         train_prompts = ev.truncate_prompts(prompts_only(prefs["train"])["prompt"], tok, max_prompt)
         trainer = _online_trainer(algorithm, cfg, policy_path, tok, train_prompts, scorer, peft, out_dir)
     else:
-        trainer = _offline_trainer(algorithm, cfg, policy_path, tok, prefs["train"], peft, out_dir)
+        from pipeline.data.preference import fit_pairs
+
+        max_length = min(int(rl.max_length), limit)
+        train = fit_pairs(prefs["train"], tok, max_length)
+        trainer = _offline_trainer(algorithm, cfg, policy_path, tok, train, peft, out_dir, max_length)
     result = trainer.train()
     policy = unwrap(trainer)
 

@@ -115,7 +115,10 @@ def train_reward(cfg, prefs, policy_path: str | None, out_dir: Path) -> tuple[st
     args = trl_args(RewardConfig, rl.reward.trainer, cfg, out_dir, max_length=max_length,
                     eos_token=tok.eos_token or tok.sep_token)
     before = RewardScorer(model, tok, max_length).pair_accuracy(prefs["test"])
-    trainer = RewardTrainer(model=model, args=args, train_dataset=prefs["train"], processing_class=tok,
+    from pipeline.data.preference import fit_pairs
+
+    train = fit_pairs(prefs["train"], tok, max_length)  # long prompts keep their end instead of being dropped
+    trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tok,
                             peft_config=peft_config(cfg, family, "SEQ_CLS"))
     result = trainer.train()
     trained = unwrap(trainer)

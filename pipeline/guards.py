@@ -35,6 +35,12 @@ class CheckpointMarker(TrainerCallback):
     """After the Trainer has written checkpoint-N completely, flush it to disk and write ``COMPLETE`` (atomically).
     resume=auto only picks folders with the marker: a run killed mid-save never resumes from a partial folder."""
 
+    def on_step_end(self, args, state, control, **kwargs):
+        """A checkpoint of this step from an earlier run in the same directory loses its marker before the Trainer
+        writes over it: killed mid-save, the mixed folder must not count as complete."""
+        if state.is_world_process_zero:
+            (Path(args.output_dir) / f"checkpoint-{state.global_step}" / MARKER).unlink(missing_ok=True)
+
     def on_save(self, args, state, control, **kwargs):
         import torch.distributed as dist
 

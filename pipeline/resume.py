@@ -84,9 +84,12 @@ def resolve(value, run_dir: Path, tidy: bool = True) -> str | None:
     none, since that almost always means hydra.run.dir does not point at the run to continue.
     ``resume=<path>``: that checkpoint folder, which must be complete.
     """
-    if value in (None, False, "", "none", "null"):
-        return None
     run_dir = Path(run_dir)
+    if value in (None, False, "", "none", "null"):
+        if all_checkpoints(run_dir):
+            log.warning("%s already holds checkpoints; this run starts from scratch and overwrites them (resume=auto "
+                        "continues instead)", checkpoints_dir(run_dir))
+        return None
     if value is True or str(value).lower() in ("auto", "true", "last"):
         ckpt = newest_complete(run_dir)
         if ckpt is None:

@@ -116,6 +116,23 @@ def test_partial_checkpoint_is_never_picked(runs, tmp_path):
         resume.resolve(str(tmp_path / "checkpoints" / ".incomplete" / "checkpoint-99"), tmp_path)
 
 
+def test_a_checkpoint_about_to_be_overwritten_loses_its_marker_first(tmp_path):
+    """A fresh run in a used directory writes checkpoint-N over an old one: unmarked first, so a kill mid-save
+    leaves an incomplete folder, never an old marker over half-new files."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from pipeline.guards import CheckpointMarker
+
+    ckpt = tmp_path / "checkpoints" / "checkpoint-16"
+    ckpt.mkdir(parents=True)
+    (ckpt / "COMPLETE").write_text("{}")
+    args = TrainingArguments(output_dir=str(tmp_path / "checkpoints"), report_to="none", use_cpu=True)
+    CheckpointMarker().on_step_end(args, TrainerState(global_step=15), TrainerControl())
+    assert (ckpt / "COMPLETE").is_file()
+    CheckpointMarker().on_step_end(args, TrainerState(global_step=16), TrainerControl())
+    assert not (ckpt / "COMPLETE").exists()
+
+
 def test_peft_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     """LoRA: adapter checkpoints. The crash here is an exception from a callback (same files on disk as a kill)."""
     from transformers import TrainerCallback

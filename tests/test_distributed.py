@@ -27,7 +27,7 @@ from conftest import ROOT, run_pipeline
 STEPS = 12  # < 23 steps of 16 in one epoch of the smoke data: every step is a full global batch
 COMMON = ["recipe=gpt2-generation", "debug=smoke", "model.scratch.dropout=0.0", "trainer.global_batch_size=16",
           f"trainer.max_steps={STEPS}", "trainer.logging_steps=1", "trainer.save_strategy=steps",
-          f"trainer.save_steps={STEPS}", "do_eval=false", "num_samples=0"]
+          f"+trainer.save_steps={STEPS}", "do_eval=false", "num_samples=0"]
 METHODS = {"full": [], "lora": ["method=lora", "method.lora_dropout=0.0"]}
 HAS_LORA = (ROOT / "conf" / "method" / "lora.yaml").is_file()
 LOSS_RTOL, WEIGHT_ATOL = 1e-5, 2e-5
@@ -67,7 +67,7 @@ def test_two_ranks_train_like_one_process(method, tmp_path):
     overrides = COMMON + METHODS[method]
     single = run_pipeline(overrides, tmp_path / "single")
     # full: a plain run (run directory from the shared timestamp); lora: a one-job --multirun (sweep directory)
-    sweep = ["--multirun"] if method == "lora" else []
+    sweep = ["--multirun", "hydra.sweep.subdir=${hydra.job.num}"] if method == "lora" else []
     out = launch(["-m", "pipeline", *sweep, *overrides, f"output_root={tmp_path / 'out'}", "name=ddp"])
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
@@ -75,7 +75,7 @@ def test_two_ranks_train_like_one_process(method, tmp_path):
     stamps = [p for p in parent.iterdir() if p.is_dir()]
     assert len(stamps) == 1, f"ranks disagree on the run directory: {stamps}"
     jobs = [p for p in stamps[0].iterdir() if (p / ".hydra").is_dir()] if sweep else stamps
-    assert len(jobs) == 1, jobs
+    assert len(jobs) == 1, sorted(str(p) for p in stamps[0].rglob("*"))[:20]
     run_dir = jobs[0]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert (metrics["world_size"], metrics["processes"], metrics["distributed_type"]) == (2, 2, "MULTI_CPU")
@@ -90,12 +90,14 @@ def test_two_ranks_train_like_one_process(method, tmp_path):
 
     multi_losses, single_losses = _losses(run_dir), _losses(tmp_path / "single")
     assert len(multi_losses) == len(single_losses) == STEPS
-    assert multi_losses == pytest.approx(single_losses, rel=LOSS_RTOL)
+    loss_gap = max(abs(a - b) / abs(b) for a, b in zip(multi_losses, single_losses))
+    assert loss_gap < LOSS_RTOL, (multi_losses, single_losses)
     assert multi_losses[-1] < multi_losses[0]  # it trained
     a, b = _weights(run_dir / "model"), _weights(tmp_path / "single" / "model")
     assert a.keys() == b.keys()
     worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
     assert worst < WEIGHT_ATOL, worst
+    print(f"{method}: {STEPS} steps, loss max rel diff {loss_gap:.2e}, weights max abs diff {worst:.2e}")
 
 
 RANK1_FAILS = """import os, sys

@@ -68,6 +68,8 @@ def markdown(result: dict, r: dict) -> str:
         for v, med in m["median"].items():
             lines.append(f"| {v} | {med['peak_rss_mb']:.0f} | {med['train_rss_growth_mb']:.0f} | {med['samples_per_s']:.2f} |")
         lines += ["", "| ratio | value |", "|---|---|"] + [f"| {k} | {v:.3f} |" for k, v in r["memory"].items()] + [""]
+    for name, err in result.get("errors", {}).items():
+        lines += [f"## {name}: failed", "", "```", err, "```", ""]
     return "\n".join(lines)
 
 

@@ -201,8 +201,8 @@ def _refuse_known_bad(cfg, env: dict) -> None:
                           f"{'ZeRO-3' if env['deepspeed'] else 'FSDP'} would shard and gather as plain tensors; "
                           f"use conf/accelerate/deepspeed-zero2.yaml or ddp.yaml for quantized training")
     if world_size() > 1 and cfg.trainer.get("train_sampling_strategy") == "group_by_length":
-        log.info("group_by_length under %d processes: each process draws its own length-grouped batches",
-                 world_size())
+        log.info("group_by_length: length groups are sized by the per-device batch, so which samples share a step "
+                 "differs from a run on another process count; train_sampling_strategy=random matches exactly")
 
 
 def training_fields(fields: dict) -> dict:

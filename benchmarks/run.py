@@ -47,7 +47,8 @@ SCRATCH = {  # sizes of the from-config models (model.scratch keys); the memory 
     "gpt2-memory": dict(vocab_size=2000, hidden_size=768, num_layers=8, num_heads=12, intermediate_size=3072,
                         max_positions=512),
 }
-COMMON = ["trainer.global_batch_size=null", "trainer.gradient_accumulation_steps=1", "do_eval=false", "num_samples=0", "seed=0", "trainer.save_strategy=no", "trainer.load_best_model_at_end=false",
+COMMON = ["trainer.global_batch_size=null", "trainer.gradient_accumulation_steps=1", "do_eval=false",
+          "num_samples=0", "seed=0", "trainer.save_strategy=no", "trainer.load_best_model_at_end=false",
           "trainer.report_to=none", "trainer.disable_tqdm=true", "trainer.logging_steps=20", "trainer.warmup_steps=0.1",
           "trainer.weight_decay=0.01"]
 
@@ -131,7 +132,7 @@ def task_variants(task: str, spec: tuple, dirs: dict, out: Path) -> dict:
 
 FIELDS = {"samples_per_s": "train_samples_per_second", "tokens_per_s": "train_processed_tokens_per_second",
           "useful_tokens_per_s": "train_useful_tokens_per_second", "pad_fraction": "train_pad_fraction",
-          "train_loop_s": "train_loop_seconds", "startup_s": "startup_seconds", "peak_rss_mb": "peak_rss_mb",
+          "train_loop_s": "train_loop_seconds", "data_wait_s": "train_data_wait_seconds", "startup_s": "startup_seconds", "peak_rss_mb": "peak_rss_mb_at_train_end",
           "tokenize_s": "tokenize_seconds", "train_rss_growth_mb": None}
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 COLUMNS = [("samples/s", "samples_per_s", "{:.2f}"), ("tokens/s", "tokens_per_s", "{:.0f}"),
            ("useful tokens/s", "useful_tokens_per_s", "{:.0f}"), ("pad fraction", "pad_fraction", "{:.3f}"),
-           ("train loop s", "train_loop_s", "{:.2f}"), ("wall s", "wall_s", "{:.1f}"),
+           ("train loop s", "train_loop_s", "{:.2f}"), ("of which batches s", "data_wait_s", "{:.2f}"),
+           ("wall s", "wall_s", "{:.1f}"),
            ("start-up s", "startup_s", "{:.1f}"), ("peak RSS MB", "peak_rss_mb", "{:.0f}")]
 TITLES = {"ner": "NER: MiniLM (pretrained, offline) on CoNLL-2003",
           "summarization": "Summarization: scratch T5 on DialogSum", "generation": "Causal LM: scratch GPT-2 on tiny Shakespeare"}

@@ -39,7 +39,8 @@ class ThroughputMeter(TrainerCallback):
     def __init__(self, model):
         self.encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
         self.processed, self.useful, self.forwards = 0, None, 0
-        self.t0 = self.t1 = None
+        self.t0 = self.t1 = self._ready = None
+        self.data_wait = 0.0  # loop time between a step's end (or the loop's start) and the next forward: batches
         self.rss_at_train_begin = None
         import torch
 
@@ -52,6 +53,9 @@ class ThroughputMeter(TrainerCallback):
         ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
         if ids is None:
             return None
+        if self._ready is not None:
+            self.data_wait += time.time() - self._ready
+            self._ready = None
         useful = mask.sum() if mask is not None else ids.numel()
         self.processed += ids.numel()
         if self.encoder_decoder:
@@ -65,11 +69,11 @@ class ThroughputMeter(TrainerCallback):
         return None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.t0 = time.time()
+        self.t0 = self._ready = time.time()
         self.rss_at_train_begin = _rss_mb()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.t1 = time.time()  # the last one ends the loop (later logging / saving / on_train_end work is not in it)
+        self.t1 = self._ready = time.time()  # the last one ends the loop (later logging / saving / on_train_end work is not in it)
 
     def facts(self, state=None) -> dict:
         if self.t0 is None or self.t1 is None or not self.forwards:
@@ -80,6 +84,7 @@ class ThroughputMeter(TrainerCallback):
         useful = int(self.useful) if self.useful is not None else 0
         out = {
             "train_loop_seconds": elapsed,
+            "train_data_wait_seconds": self.data_wait,  # loading + collating batches (the rest is the model's step)
             "train_tokens_processed": self.processed,
             "train_tokens_useful": useful,
             "train_pad_fraction": 1.0 - useful / max(1, self.processed),

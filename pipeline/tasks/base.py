@@ -49,7 +49,8 @@ class Task:
 
     def trainer_kwargs(self, tokenizer, model) -> dict:
         return {"data_collator": self.collator(tokenizer, model),
-                "compute_metrics": self.compute_metrics(tokenizer),
+                # do_eval=false: no metric module to load (evaluate + rouge/seqeval cost ~1 s of start-up)
+                "compute_metrics": self.compute_metrics(tokenizer) if self.cfg.get("do_eval", True) else None,
                 "preprocess_logits_for_metrics": self.preprocess_logits_for_metrics()}
 
     # -- evaluation --------------------------------------------------------------------------------------------

@@ -105,6 +105,10 @@ def test_hub_push_needs_repo_id_and_token(monkeypatch):
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     with pytest.raises(ConfigError, match="HF_TOKEN"):
         hub.check(compose(["hub.push=true", "hub.repo_id=me/x"]))
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: unreachable
+    with pytest.raises(ConfigError, match="unreachable"):
+        hub.check(compose(["hub.push=true", "hub.repo_id=me/x"]))
 
 
 def test_quiet_run_prints_one_line(tmp_path):

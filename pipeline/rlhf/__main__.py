@@ -47,8 +47,14 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    from pipeline import distributed
+
     _prepare_env()
-    _app()
+    distributed.before_hydra()  # under accelerate launch / torchrun: one run directory for every rank
+    try:
+        _app()
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

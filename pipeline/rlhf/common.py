@@ -4,14 +4,12 @@ step's model as a plain reloadable folder (LoRA merged) on the main process only
 from __future__ import annotations
 
 import copy
-import logging
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from pipeline.errors import ConfigError, ModelError
 
-log = logging.getLogger("pipeline.rlhf")
 
 # TrainingArguments fields taken over from the run's trainer group (precision, logging, loader); the rest of
 # cfg.trainer (epochs, eval/save strategy, best-model selection) belongs to the supervised stage.
@@ -145,6 +143,3 @@ def save_model(model, tokenizer, out_dir: Path) -> str:
 def unwrap(trainer):
     return trainer.accelerator.unwrap_model(trainer.model)
 
-
-def prefixed(metrics: dict, prefix: str) -> dict:
-    return {f"{prefix}{k}": v for k, v in metrics.items()}

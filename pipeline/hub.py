@@ -39,7 +39,8 @@ def check(cfg) -> None:
     later = f"push later with: hf upload {hub.repo_id} <run>/model, or set hub.push=false"
     if not any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         try:  # a quick probe: a dropped connection would otherwise hang the HTTP client for a long time
-            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=5).close()
+            port = url.port or (443 if url.scheme == "https" else 80)
+            socket.create_connection((url.hostname, port), timeout=5).close()
         except OSError as e:
             raise ConfigError(f"hub.push=true but {url.hostname} is unreachable ({type(e).__name__}: {e}); "
                               f"{later}") from e
@@ -49,7 +50,8 @@ def check(cfg) -> None:
         HfApi(endpoint=_endpoint()).whoami(token=_token())  # the token is valid (fails now, not after training)
     except Exception as e:
         status = getattr(getattr(e, "response", None), "status_code", None)
-        why = "HF_TOKEN is not a valid token" if status == 401 else f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        why = "HF_TOKEN is not a valid token" if status == 401 else \
+            f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
         raise ConfigError(f"hub.push=true but the Hub refused the check ({why}); {later}") from e
 
 

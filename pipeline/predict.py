@@ -276,7 +276,8 @@ def main(argv=None) -> None:
 
         run_dir, _ = resolve_run(args.run_dir)  # a bad path or file fails here, before torch is imported
         task = str(OmegaConf.load(run_dir / ".hydra" / "config.yaml").task.name)
-        rows = read_inputs(args.file, task, args.column) if args.file else [{"text": t, "_input": t} for t in args.texts]
+        rows = read_inputs(args.file, task, args.column) if args.file else \
+            [{"text": t, "_input": t} for t in args.texts]
         predictor = Predictor(run_dir, device=args.device)
         quiet = args.quiet or os.environ.get("FINETUNE_QUIET") == "1"
         gen = {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample, "temperature": args.temperature,

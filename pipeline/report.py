@@ -66,7 +66,8 @@ def run_facts(cfg, model, task, raw, tokenized, train_metrics: dict, world_size:
 
 
 PIPELINE_TAG = {"ner": "token-classification", "generation": "text-generation", "summarization": "summarization"}
-CARD_METRIC = {"ner": ("f1", "seqeval"), "generation": ("perplexity", "perplexity"), "summarization": ("rougeL", "rouge")}
+CARD_METRIC = {"ner": ("f1", "seqeval"), "generation": ("perplexity", "perplexity"),
+               "summarization": ("rougeL", "rouge")}
 CARD_HPARAMS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                 "gradient_accumulation_steps", "weight_decay", "warmup_steps", "lr_scheduler_type", "bf16")
 

@@ -86,12 +86,14 @@ def test_tensorboard_events_and_hparams_in_the_run_dir(tmp_path):
 
 
 def test_hub_push_offline_fails_before_training(tmp_path):
-    out = run_cli(["recipe=bert-ner", "debug=smoke", "hub.push=true", "hub.repo_id=me/ner", f"hydra.run.dir={tmp_path}"],
+    out = run_cli(["recipe=bert-ner", "debug=smoke", "hub.push=true", "hub.repo_id=me/ner",
+                   f"hydra.run.dir={tmp_path}"],
                   env={"HF_HUB_OFFLINE": "1", "HF_TOKEN": "hf_not_a_real_token"}, timeout=120)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [out.stderr.strip()] and "HF_HUB_OFFLINE=1" in out.stderr
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "model").exists()
-    assert "hf_not_a_real_token" not in "".join(p.read_text(errors="ignore") for p in tmp_path.rglob("*") if p.is_file())
+    written = "".join(p.read_text(errors="ignore") for p in tmp_path.rglob("*") if p.is_file())
+    assert "hf_not_a_real_token" not in written
 
 
 def test_hub_push_needs_repo_id_and_token(monkeypatch):

@@ -289,7 +289,12 @@ def main(argv=None) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     field = OUTPUT_FIELD[predictor.task_name]
-    write_outputs([{**row, field: pred} for row, pred in zip(rows, preds)], args.out)
+    try:
+        write_outputs([{**row, field: pred} for row, pred in zip(rows, preds)], args.out)
+    except BrokenPipeError:  # stdout piped into `head` and closed early: not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

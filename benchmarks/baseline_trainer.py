@@ -7,7 +7,8 @@ run_clm), the baseline the pipeline is measured against by benchmarks/run.py.
   --padding dynamic      identical settings to the pipeline: dynamic padding collators + group_by_length (NER,
                          summarization); packed full blocks (causal LM)
 
-Tokens are counted by the same forward pre-hook as the pipeline (pipeline/throughput.py), so both sides report the
+With group_by_length the length-grouped order is seeded by (seed, epoch) as in the pipeline (pipeline.guards.
+EpochSeededOrder), so both sides train on the same batches. Tokens are counted by the same forward pre-hook as the pipeline (pipeline/throughput.py), so both sides report the
 same figures computed the same way. Writes one JSON file (--out) with the Trainer's train metrics + those counts.
 
   python benchmarks/baseline_trainer.py --task ner --model_dir <dir> --data_dir ../shared/data/conll2003 --out r.json
@@ -189,6 +190,10 @@ def main(argv=None):
     from pipeline import throughput  # the same token counter as the pipeline: same figures, same way
 
     throughput.attach(trainer)
+    if training_args.train_sampling_strategy == "group_by_length":
+        from pipeline.guards import EpochSeededOrder  # the pipeline's batch order: length groups seeded by (seed, epoch)
+
+        trainer.add_callback(EpochSeededOrder())
     metrics = dict(trainer.train().metrics)
     metrics.update(throughput.facts(trainer))
     trainer.save_model(str(out_dir / "model"))

@@ -210,11 +210,13 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch / OpenMP threads of every run (same for all)")
     p.add_argument("--work", default="/tmp/finetune-bench", help="scratch folder (models, run dirs, caches)")
     p.add_argument("--only", nargs="*", default=["startup", "throughput", "cache", "memory"])
+    p.add_argument("--tasks", nargs="*", default=["ner", "summarization", "generation"], help="throughput tasks")
+    p.add_argument("--name", default=None, help="result file name (default: the mode)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
     DATA = Path(args.data).resolve()
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
-    cfg, work = MODES[mode], Path(args.work)
+    cfg, work = {**MODES[mode], "tasks": args.tasks}, Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     environ = env(work, args.threads)
     t0 = time.time()
@@ -237,12 +239,12 @@ def main(argv=None):
     result["seconds"] = time.time() - t0
     from tables import write_report
 
-    write_report(result, Path(args.out) / mode)
+    write_report(result, Path(args.out) / (args.name or mode))
 
 
 def bench_throughput(cfg: dict, dirs: dict, work: Path, environ: dict) -> dict:
     out = {}
-    for task in ("ner", "summarization", "generation"):
+    for task in cfg.get("tasks", ("ner", "summarization", "generation")):
         print(f"throughput {task}", flush=True)
         try:
             runs = alternate(task_variants(task, cfg[task], dirs, work), cfg["reps"], work, environ, task)

@@ -30,6 +30,12 @@ def _rss_mb() -> float:
 
 
 def _peak_rss_mb() -> float:
+    """Linux VmHWM (report.reset_peak_memory restarts it per run of a --multirun sweep); elsewhere ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024 ** 2)
 
 

@@ -13,7 +13,7 @@ over the repetitions so machine noise hits all of them alike, and the tables rep
   cache       the same pipeline run twice on a fresh datasets cache: tokenize_seconds of run 1 vs run 2
   memory      scratch GPT-2 (58M params) method=full vs method=lora at equal batch: peak RSS
 
-Writes benchmarks/results/<mode>.json (every run's figures + medians + ratios) and <mode>.md (benchmarks/report.py).
+Writes benchmarks/results/<mode>.json (every run's figures + medians + ratios) and <mode>.md (benchmarks/tables.py); --name picks another file name.
 Do not wrap inner commands in flock: the harness is one heavy job, take the lock around it.
 """
 
@@ -132,7 +132,8 @@ def task_variants(task: str, spec: tuple, dirs: dict, out: Path) -> dict:
 
 FIELDS = {"samples_per_s": "train_samples_per_second", "tokens_per_s": "train_processed_tokens_per_second",
           "useful_tokens_per_s": "train_useful_tokens_per_second", "pad_fraction": "train_pad_fraction",
-          "train_loop_s": "train_loop_seconds", "data_wait_s": "train_data_wait_seconds", "startup_s": "startup_seconds", "peak_rss_mb": "peak_rss_mb_at_train_end",
+          "train_loop_s": "train_loop_seconds", "data_wait_s": "train_data_wait_seconds", "startup_s": "startup_seconds",
+          "peak_rss_mb": "peak_rss_mb_at_train_end",
           "tokenize_s": "tokenize_seconds", "train_rss_growth_mb": None}
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -32,9 +31,7 @@ def training_args(cfg, task, run_dir: Path):
     if fields.get("push_to_hub") and fields.get("hub_private_repo") is None:
         fields["hub_private_repo"] = True  # pushes are private unless trainer.hub_private_repo=false
     if fields.get("report_to") in ("none", None, [], ["none"]):
-        fields["report_to"] = "none"
-    else:  # TensorBoard event files inside the run directory
-        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))
+        fields["report_to"] = "none"  # TensorBoard's folder is set per run by tracking.setup
     fields = distributed.training_fields(fields)  # pops global_batch_size; use_cpu for multi-process CPU (gloo)
     try:
         return args_class(**fields)

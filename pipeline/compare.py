@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 METRIC = {"ner": ("test_f1", True), "generation": ("test_perplexity", False), "summarization": ("test_rougeL", True)}
 COLUMNS = ("run", "family", "task", "method", "status", "metric", "value", "trainable_params", "total_params",
            "trainable_pct", "train_seconds", "samples_per_second", "tokens_per_second", "peak_mem_mb",
-           "model_mb", "eval_loss", "error")
+           "model_mb", "eval_loss", "learning_rate", "label", "error")
 COSTS = (("trainable_params", "trainable parameters", True), ("train_seconds", "train time (s)", False),
          ("peak_mem_mb", "peak memory (MB)", False))
 SKIP_PARTS = {"checkpoints", "model", "merged", ".hydra", "tensorboard"}
@@ -81,11 +81,29 @@ def read_run(run: Path, root: Path) -> dict:
         "tokens_per_second": m.get("train_tokens_per_second"),
         "peak_mem_mb": m.get("peak_gpu_mem_mb") or m.get("peak_rss_mb"),
         "model_mb": m["model_bytes"] / 2 ** 20 if "model_bytes" in m else None,
-        "eval_loss": m.get("eval_loss"), "error": status.get("error", "") if status.get("status") == "failed" else "",
+        "eval_loss": m.get("eval_loss"), "learning_rate": _learning_rate(cfg), "error": status.get("error", "") if status.get("status") == "failed" else "",
     }
     if row["status"] == "completed" and not m:
         row["status"] = "incomplete"
     return row
+
+
+def _learning_rate(cfg: dict) -> float | None:
+    """The run's effective learning rate: trainer.learning_rate x method.lr_scale (from .hydra/config.yaml)."""
+    try:
+        return float(cfg["trainer"]["learning_rate"]) * float(cfg.get("method", {}).get("lr_scale") or 1.0)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _labels(group: list[dict]) -> None:
+    """Plot / table label: the method, with the learning rate (or the run) where a method appears twice."""
+    for r in group:
+        twins = [o for o in group if o["method"] == r["method"]]
+        lrs = {o["learning_rate"] for o in twins}
+        r["label"] = r["method"] if len(twins) == 1 else (
+            f"{r['method']} lr={r['learning_rate']:g}" if len(lrs) == len(twins) and None not in lrs
+            else f"{r['method']} ({r['run']})")
 
 
 def sections(rows: list[dict]) -> dict:
@@ -94,6 +112,7 @@ def sections(rows: list[dict]) -> dict:
     for r in rows:
         out.setdefault((r["family"], r["task"]), []).append(r)
     for key, group in out.items():
+        _labels(group)
         better = METRIC.get(key[1], (None, False))[1]
         group.sort(key=lambda r: (r["value"] is None, -(r["value"] or 0) if better else (r["value"] or 0), r["run"]))
     return dict(sorted(out.items()))
@@ -111,6 +130,8 @@ def pareto(points: list[tuple[float, float]], larger_better: bool) -> list[int]:
 def _fmt(v, key=""):
     if v is None or v == "":
         return "" if key == "error" else "–"
+    if isinstance(v, float) and key == "learning_rate":
+        return f"{v:.2g}"
     if isinstance(v, float):
         return f"{v:.2f}" if key in ("trainable_pct", "train_seconds", "peak_mem_mb", "model_mb") or abs(v) >= 100 \
             else f"{v:.4f}"
@@ -119,10 +140,10 @@ def _fmt(v, key=""):
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
-MD_COLUMNS = ("method", "value", "trainable_params", "trainable_pct", "train_seconds", "samples_per_second",
-              "tokens_per_second", "peak_mem_mb", "model_mb", "eval_loss", "status", "run", "error")
+MD_COLUMNS = ("label", "value", "trainable_params", "trainable_pct", "train_seconds", "samples_per_second",
+              "tokens_per_second", "peak_mem_mb", "model_mb", "eval_loss", "learning_rate", "status", "run", "error")
 MD_HEAD = ("method", "{metric}", "trainable", "trainable %", "train s", "samples/s", "tokens/s", "peak MB",
-           "saved MB", "eval loss", "status", "run", "error")
+           "saved MB", "eval loss", "LR", "status", "run", "error")
 
 
 def markdown(secs: dict) -> str:
@@ -144,12 +165,12 @@ def plot(secs: dict, histories: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(secs), 4, figsize=(20, 4.2 * len(secs)), squeeze=False)
+    fig, axes = plt.subplots(len(secs), 4, figsize=(22, 4.2 * len(secs)), squeeze=False)
     for row_axes, ((family, task), group) in zip(axes, secs.items()):
         larger = METRIC.get(task, (None, False))[1]
         done = [r for r in group if isinstance(r["value"], (int, float))]
         for ax, (key, label, logx) in zip(row_axes, COSTS):
-            pts = [(r[key], r["value"], r["method"]) for r in done if isinstance(r[key], (int, float))]
+            pts = [(r[key], r["value"], r["label"]) for r in done if isinstance(r[key], (int, float))]
             front = set(pareto([(x, y) for x, y, _ in pts], larger))
             for i, (x, y, name) in enumerate(pts):
                 ax.scatter(x, y, s=60, marker="*" if i in front else "o", color="C3" if i in front else "C0")
@@ -168,11 +189,11 @@ def plot(secs: dict, histories: dict, path: Path) -> None:
             for key, ls in (("loss", "-"), ("eval_loss", "--")):
                 pts = [(h["step"], h[key]) for h in hist if key in h and "step" in h]
                 if pts:
-                    ax.plot(*zip(*pts), ls=ls, marker=".", color=f"C{i % 10}", label=f"{r['method']} {key}")
+                    ax.plot(*zip(*pts), ls=ls, marker=".", color=f"C{i % 10}", label=f"{r['label']} {key}")
         ax.set(xlabel="step", ylabel="loss", title=f"{family}: train (—) / eval (- -) loss")
         ax.grid(alpha=0.3)
         if ax.lines:
-            ax.legend(fontsize=7, ncol=2)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: curves stay visible
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -49,6 +49,7 @@ def scale_learning_rate(cfg) -> None:
         log.info("method=%s: learning rate %s x lr_scale %s = %s", cfg.method.name, cfg.trainer.learning_rate,
                  scale, lr)
         cfg.trainer.learning_rate = lr
+        cfg.method.lr_scale = 1.0  # applied once: a second run of the same cfg object keeps this rate
 
 
 def attach(trainer, task) -> None:

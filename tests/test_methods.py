@@ -85,6 +85,11 @@ def test_method_trains_or_is_refused(method, family, tmp_path):
     if refused:
         assert refused.startswith(f"method={method} with model.family={family}:") and "; use " in refused
         assert "\n" not in refused
+        if not methods.load_method(method).get("load_in_4bit"):  # the refusal is needed: peft itself fails
+            with pytest.raises((TypeError, ValueError)):
+                model = methods.apply(methods.load_method(method), tiny_model(family), get_family(family),
+                                      SimpleNamespace(name=TASK[family]), total_steps=8)
+                model(**fixed_batch(family))
         return
     mcfg = methods.load_method(method)
     task = SimpleNamespace(name=TASK[family])

@@ -39,11 +39,22 @@ def trl_args(config_class, fields, cfg, out_dir: Path, **extra):
     """``config_class`` (a TRL config) from the run's shared trainer fields, ``fields`` (a cfg.rlhf trainer block)
     and ``extra``; no checkpoints, no evaluation during training (the stage evaluates before and after itself)."""
     base = {k: cfg.trainer[k] for k in SHARED_TRAINER_FIELDS if cfg.trainer.get(k) is not None}
+    if "auto" in (base.get("bf16"), base.get("tf32")):  # as in train.py: bf16 / TF32 on Ampere+ GPUs only
+        import torch
+
+        ampere = _cuda() and torch.cuda.get_device_capability()[0] >= 8
+        if base.get("bf16") == "auto":
+            base["bf16"] = bool(ampere and torch.cuda.is_bf16_supported())
+        if base.get("tf32") == "auto":
+            base["tf32"] = True if ampere else None
     user = OmegaConf.to_container(fields, resolve=True) if not isinstance(fields, dict) else dict(fields)
     kwargs = {**base, "output_dir": str(out_dir / "checkpoints"), "seed": int(cfg.seed), "report_to": "none",
               "save_strategy": "no", "eval_strategy": "no", "dataloader_pin_memory": _cuda(),
               "activation_checkpointing": bool(cfg.trainer.get("activation_checkpointing") or False),
               "logging_steps": 10, **user, **extra}
+    from pipeline.distributed import training_fields
+
+    kwargs = training_fields(kwargs)  # several CPU processes: use_cpu=True (gloo DDP), no unused-parameter search
     if uses_peft(cfg) and cfg.method.get("lr_scale"):  # as in fine-tuning: adapters take a larger step
         kwargs["learning_rate"] = float(kwargs.get("learning_rate", 5e-5)) * float(cfg.method.lr_scale)
     try:

@@ -6,8 +6,9 @@ Why the runs are comparable: trainer.global_batch_size=16 gives 1 x 16 or 2 x 8 
 the same seeded random order (rank r takes micro-batch r of each step), so a step sees the same 16 blocks; causal-LM
 blocks all have 32 tokens, so the mean of the two ranks' mean losses (what DDP averages and Trainer logs) is the
 global mean; dropout is 0 (each rank would draw its own masks); max_steps stays inside the first epoch (no partial
-last batch). What is left is float summation order: measured differences are ~5e-7 (loss) and ~1e-6 (weights after
-12 AdamW steps), so the tolerances below are loss rel 1e-5, weights abs 2e-5.
+last batch). What is left is float summation order: measured max differences are 1e-7 relative (loss) and 1.1e-6
+(full) / 1.4e-5 (LoRA, 5x learning rate) absolute on the weights after 12 AdamW steps; the tolerances are loss rel
+1e-5, weights abs 1e-4 (one step moves weights by ~3e-3).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ COMMON = ["recipe=gpt2-generation", "debug=smoke", "model.scratch.dropout=0.0", 
           f"+trainer.save_steps={STEPS}", "do_eval=false", "num_samples=0"]
 METHODS = {"full": [], "lora": ["method=lora", "method.lora_dropout=0.0"]}
 HAS_LORA = (ROOT / "conf" / "method" / "lora.yaml").is_file()
-LOSS_RTOL, WEIGHT_ATOL = 1e-5, 2e-5
+LOSS_RTOL, WEIGHT_ATOL = 1e-5, 1e-4
 
 
 def _free_port() -> int:

@@ -247,6 +247,10 @@ class CompareOnMultirunEnd(Callback):
     """After a ``--multirun`` sweep: the comparison report in the sweep directory."""
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        import os
+
+        if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch every rank ends the sweep; rank 0 reports
+            return
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
             secs = compare([sweep_dir])

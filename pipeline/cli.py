@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pipeline import distributed
 
@@ -79,14 +79,20 @@ def _app(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    _prepare_env()
     from pipeline import help as fast_help  # --help without Hydra's per-group repository rebuilds (~3x faster)
 
     if fast_help.wants_help(sys.argv[1:]) and fast_help.print_help(sys.argv[1:], CONF_DIR):
         return
-    distributed.before_hydra()  # under accelerate launch / torchrun: one run directory, quiet non-main ranks
+    launch(_app)
+
+
+def launch(app) -> None:
+    """Run a Hydra app: under accelerate launch / torchrun every rank agrees on one run directory first, and the
+    process group is destroyed at exit. Shared by ``finetune`` and ``finetune-rlhf``."""
+    _prepare_env()
+    distributed.before_hydra()  # quiet non-main ranks, one run directory
     try:
-        _app()
+        app()
     finally:
         distributed.shutdown()
 

@@ -30,7 +30,6 @@ COMMON = ["recipe=gpt2-generation", "debug=smoke", "model.scratch.dropout=0.0", 
           f"trainer.max_steps={STEPS}", "trainer.logging_steps=1", "trainer.save_strategy=steps",
           f"+trainer.save_steps={STEPS}", "do_eval=false", "num_samples=0"]
 METHODS = {"full": [], "lora": ["method=lora", "method.lora_dropout=0.0"]}
-HAS_LORA = (ROOT / "conf" / "method" / "lora.yaml").is_file()
 LOSS_RTOL, WEIGHT_ATOL = 1e-5, 1e-4
 
 
@@ -61,9 +60,7 @@ def _weights(model_dir: Path) -> dict:
     return {f"{f.relative_to(model_dir)}:{k}": v for f in files for k, v in load_file(f).items()}
 
 
-@pytest.mark.parametrize("method", [
-    "full", pytest.param("lora", marks=pytest.mark.skipif(not HAS_LORA, reason="method=lora (conf/method/lora.yaml, "
-                                                           "another issue) has not landed"))])
+@pytest.mark.parametrize("method", ["full", "lora"])
 def test_two_ranks_train_like_one_process(method, tmp_path):
     overrides = COMMON + METHODS[method]
     single = run_pipeline(overrides, tmp_path / "single")

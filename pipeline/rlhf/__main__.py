@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.cli import CONF_DIR, _prepare_env
+from pipeline.cli import CONF_DIR, launch
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -47,14 +47,7 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    from pipeline import distributed
-
-    _prepare_env()
-    distributed.before_hydra()  # under accelerate launch / torchrun: one run directory for every rank
-    try:
-        _app()
-    finally:
-        distributed.shutdown()
+    launch(_app)
 
 
 if __name__ == "__main__":

@@ -87,14 +87,30 @@ def main() -> None:
 
 
 def launch(app) -> None:
-    """Run a Hydra app: under accelerate launch / torchrun every rank agrees on one run directory first, and the
-    process group is destroyed at exit. Shared by ``finetune`` and ``finetune-rlhf``."""
+    """Run a Hydra app: under accelerate launch / torchrun every rank agrees on one run directory first; at the end
+    the process group (if any: DeepSpeed makes one for a single process too) is destroyed, and a rank of several
+    leaves without interpreter finalisation (distributed.exit_process). Shared by ``finetune`` and
+    ``finetune-rlhf``."""
     _prepare_env()
     distributed.before_hydra()  # quiet non-main ranks, one run directory
+    if distributed.world_size() <= 1:
+        try:
+            app()
+        finally:
+            distributed.shutdown()
+        return
+    code: int | str | None = 0
     try:
         app()
-    finally:
-        distributed.shutdown()
+    except SystemExit as e:  # Hydra's own errors, our one-line errors (exit 2)
+        code = e.code
+    except BaseException:  # debug_errors=true / HYDRA_FULL_ERROR=1: the traceback, then exit 1
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    distributed.shutdown()
+    distributed.exit_process(code)
 
 
 if __name__ == "__main__":

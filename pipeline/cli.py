@@ -19,6 +19,7 @@ from pipeline import distributed
 
 log = logging.getLogger("pipeline")
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # editable install: the repo's conf/
+FAILED_JOBS: list[Path] = []  # sweep jobs that failed; the sweep goes on, then the command exits 1
 
 
 def _prepare_env() -> None:
@@ -66,6 +67,7 @@ def _app(cfg: DictConfig) -> float | None:
         if isinstance(e, Exception) and not full_errors and sweep:
             # a sweep goes on to its other jobs; status.json and the sweep's comparison report list this failure
             log.error("error: %s: %s", run_dir.name, err or f"{type(e).__name__}: {e}", exc_info=err is None)
+            FAILED_JOBS.append(run_dir)
             return None
         if err is None or full_errors:
             raise
@@ -98,6 +100,7 @@ def launch(app) -> None:
             app()
         finally:
             distributed.shutdown()
+        _exit_if_jobs_failed()
         return
     code: int | str | None = 0
     try:
@@ -110,7 +113,20 @@ def launch(app) -> None:
         traceback.print_exc()
         code = 1
     distributed.shutdown()
+    if code in (0, None) and FAILED_JOBS:
+        code = 1
     distributed.exit_process(code)
+
+
+def _exit_if_jobs_failed() -> None:
+    """A sweep with failed jobs ran the others and wrote its comparison report; the command still fails (exit 1)
+    so scripts and CI notice, like ``make -k``."""
+    if FAILED_JOBS:
+        names = ", ".join(str(p) for p in FAILED_JOBS[:3])
+        more = f" and {len(FAILED_JOBS) - 3} more" if len(FAILED_JOBS) > 3 else ""
+        print(f"error: {len(FAILED_JOBS)} sweep job(s) failed: {names}{more}; each error is in its status.json and "
+              f"in the sweep's comparison.md", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ def sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
     r = run_cli(["recipe=compare-all", "debug=smoke", 'hydra.sweeper.params.method="lora,prefix"',
                  "trainer.max_steps=3", "trainer.logging_steps=1", "num_samples=0", f"hydra.sweep.dir={out}"])
-    assert r.returncode == 0, r.stderr[-2000:]
+    # the refused job fails, the other five run and the report is written; the command then exits 1, naming it
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "error: 1 sweep job(s) failed:" in r.stderr and "status.json" in r.stderr.splitlines()[-1]
     return out
 
 

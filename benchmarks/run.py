@@ -119,7 +119,8 @@ def task_variants(task: str, spec: tuple, dirs: dict, out: Path) -> dict:
                 "task.block_size=256", "trainer.learning_rate=5e-4"]
         base = ["--model_dir", dirs["gpt2"], "--data_dir", str(DATA / "tinyshakespeare"), "--block_size", "256",
                 "--learning_rate", "5e-4"]
-    pipe += COMMON + [f"trainer.max_steps={steps}", f"trainer.per_device_train_batch_size={batch}"]
+    pipe += COMMON + [f"trainer.max_steps={steps}", f"trainer.per_device_train_batch_size={batch}",
+                      "trainer.group_order=sorted"]  # the plain Trainer's batch order (same batches either way)
     base += ["--task", task, "--max_steps", str(steps), "--batch_size", str(batch)]
     if samples:
         pipe.append(f"data.max_train_samples={samples}")

@@ -32,6 +32,7 @@ def training_args(cfg, task, run_dir: Path):
         fields["hub_private_repo"] = True  # pushes are private unless trainer.hub_private_repo=false
     if fields.get("report_to") in ("none", None, [], ["none"]):
         fields["report_to"] = "none"  # TensorBoard's folder is set per run by tracking.setup
+    fields.pop("group_order", None)  # pipeline key, read by build_trainer (pipeline/sampling.py)
     fields = distributed.training_fields(fields)  # pops global_batch_size; use_cpu for multi-process CPU (gloo)
     try:
         return args_class(**fields)
@@ -44,7 +45,9 @@ def training_args(cfg, task, run_dir: Path):
 def build_trainer(cfg, task, model, tokenizer, datasets, args):
     from pipeline import throughput
 
-    trainer_class, _ = task.trainer_classes()
+    from pipeline.sampling import with_group_order
+
+    trainer_class = with_group_order(task.trainer_classes()[0], str(cfg.trainer.get("group_order", "sorted")))
     distributed.fsdp_wrap(cfg, model)  # FSDP auto-wrap: the family's layer classes (families.py fsdp_layers)
     trainer = trainer_class(model=model, args=args, train_dataset=datasets["train"],
                             eval_dataset=datasets["validation"] if cfg.do_eval else None,

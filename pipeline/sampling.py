@@ -1,0 +1,48 @@
+"""Length-grouped batches visited in a shuffled order (``trainer.group_order: shuffled``, the default).
+
+transformers' LengthGroupedSampler (``train_sampling_strategy: group_by_length``) shuffles the data, cuts it into
+mega-batches of up to 50 batches and sorts each mega-batch by length, longest first: batches of similar length (little
+padding, the 2x speed-up of benchmarks/), but visited long -> short, 50 batches at a time, all through training. The
+optimiser sees that periodic drift: MiniLM on CoNLL-2003 (lr 2e-4, 2 epochs) reached val F1 0.895 with it and 0.911
+with a plain random order. Here the same batches are visited in a random order; the longest batch stays first (an
+out-of-memory error shows at step 1) and a partial batch stays last (so later batches keep their boundaries).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+
+class ShuffledLengthGroupedSampler(LengthGroupedSampler):
+    def __iter__(self):
+        order = list(super().__iter__())
+        size = self.batch_size
+        batches = [order[i:i + size] for i in range(0, len(order), size)]
+        tail = [batches.pop()] if len(batches) > 1 and len(batches[-1]) < size else []
+        head, rest = batches[:1], batches[1:]
+        perm = torch.randperm(len(rest), generator=self.generator).tolist()
+        return iter([i for batch in head + [rest[j] for j in perm] + tail for i in batch])
+
+
+def with_group_order(trainer_class, order: str):
+    """``trainer_class`` itself (``sorted``: the library's order), or a subclass whose group_by_length sampler
+    visits its batches in a shuffled order."""
+    if order == "sorted":
+        return trainer_class
+    if order != "shuffled":
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(f"trainer.group_order={order!r}: use shuffled (batches in random order) or sorted "
+                          "(transformers' long-to-short order within each mega-batch)")
+
+    class Trainer(trainer_class):
+        def _get_train_sampler(self, train_dataset=None):
+            sampler = super()._get_train_sampler(train_dataset)
+            if type(sampler) is LengthGroupedSampler:
+                return ShuffledLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths,
+                                                    generator=sampler.generator)
+            return sampler
+
+    Trainer.__name__ = Trainer.__qualname__ = trainer_class.__name__
+    return Trainer

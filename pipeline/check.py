@@ -102,6 +102,9 @@ def _check_trainer(t) -> None:
             raise ConfigError(f"trainer.{key}={t[key]} must be >= 1")
     if int(t.max_steps) <= 0 and float(t.num_train_epochs) <= 0:
         raise ConfigError("trainer.num_train_epochs must be > 0 (or set trainer.max_steps > 0)")
+    if t.get("group_order", "sorted") not in ("shuffled", "sorted"):
+        raise ConfigError(f"trainer.group_order={t.group_order!r}: use shuffled (length-grouped batches in random "
+                          "order) or sorted (transformers' long-to-short order within each mega-batch)")
 
 
 def post_load(cfg, task, model, tokenizer) -> None:

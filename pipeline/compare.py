@@ -81,7 +81,8 @@ def read_run(run: Path, root: Path) -> dict:
         "tokens_per_second": m.get("train_tokens_per_second"),
         "peak_mem_mb": m.get("peak_gpu_mem_mb") or m.get("peak_rss_mb"),
         "model_mb": m["model_bytes"] / 2 ** 20 if "model_bytes" in m else None,
-        "eval_loss": m.get("eval_loss"), "learning_rate": _learning_rate(cfg), "error": status.get("error", "") if status.get("status") == "failed" else "",
+        "eval_loss": m.get("eval_loss"), "learning_rate": _learning_rate(cfg),
+        "error": status.get("error", "") if status.get("status") == "failed" else "",
     }
     if row["status"] == "completed" and not m:
         row["status"] = "incomplete"
@@ -247,9 +248,9 @@ class CompareOnMultirunEnd(Callback):
     """After a ``--multirun`` sweep: the comparison report in the sweep directory."""
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        import os
+        from pipeline.distributed import rank
 
-        if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch every rank ends the sweep; rank 0 reports
+        if rank() != 0:  # under accelerate launch every rank ends the sweep; rank 0 reports
             return
         sweep_dir = Path(config.hydra.sweep.dir)
         try:

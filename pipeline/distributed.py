@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import time
 from datetime import timedelta
@@ -58,15 +57,7 @@ def before_hydra() -> None:
         os.environ[STAMP_ENV] = stamp[0]
     if rank() > 0:
         sys.argv += QUIET_RANK_OVERRIDES
-    signal.signal(signal.SIGTERM, _terminated)  # the launcher stops the other ranks when one fails
-
-
-class Terminated(SystemExit):
-    """SIGTERM from the launcher: raised so the rank records status.json (with the first rank's error) on the way."""
-
-
-def _terminated(signum, frame) -> None:
-    raise Terminated(128 + signum)
+    # SIGTERM (the launcher stopping the other ranks when one fails) is lock.raise_on_sigterm's, as for one process
 
 
 def shutdown() -> None:

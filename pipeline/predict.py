@@ -14,6 +14,7 @@ Imports stay light until a model is loaded: ``--help`` does not import torch.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -267,8 +268,6 @@ def main(argv=None) -> None:
         print("error: give --text/--prompt (repeatable) or --file, not both and not neither", file=sys.stderr)
         sys.exit(2)
     try:
-        import os
-
         for key, value in (("TOKENIZERS_PARALLELISM", "false"), ("TRANSFORMERS_VERBOSITY", "error"),
                            ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):  # our own progress bar is the one that counts
             os.environ.setdefault(key, value)
@@ -292,8 +291,6 @@ def main(argv=None) -> None:
     try:
         write_outputs([{**row, field: pred} for row, pred in zip(rows, preds)], args.out)
     except BrokenPipeError:  # stdout piped into `head` and closed early: not an error
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 

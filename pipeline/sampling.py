@@ -27,14 +27,9 @@ class ShuffledLengthGroupedSampler(LengthGroupedSampler):
 
 def with_group_order(trainer_class, order: str):
     """``trainer_class`` itself (``sorted``: the library's order), or a subclass whose group_by_length sampler
-    visits its batches in a shuffled order."""
-    if order == "sorted":
-        return trainer_class
+    visits its batches in a shuffled order (``shuffled``; other values are refused by check.py)."""
     if order != "shuffled":
-        from pipeline.errors import ConfigError
-
-        raise ConfigError(f"trainer.group_order={order!r}: use shuffled (batches in random order) or sorted "
-                          "(transformers' long-to-short order within each mega-batch)")
+        return trainer_class
 
     class Trainer(trainer_class):
         def _get_train_sampler(self, train_dataset=None):

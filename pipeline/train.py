@@ -16,15 +16,7 @@ def training_args(cfg, task, run_dir: Path):
     fields.update(output_dir=str(run_dir / "checkpoints"), seed=int(cfg.seed), run_name=str(cfg.name),
                   metric_for_best_model=str(cfg.task.metric), greater_is_better=bool(cfg.task.greater_is_better),
                   **task.training_args_extra())
-    auto = [k for k in ("dataloader_pin_memory", "bf16", "tf32") if fields.get(k) == "auto"]
-    if auto:  # GPU-only speed-ups: pinned host memory; bf16 autocast and TF32 matmuls on Ampere or newer
-        import torch
-
-        gpu = torch.cuda.is_available()
-        ampere = gpu and torch.cuda.get_device_capability()[0] >= 8
-        resolved = {"dataloader_pin_memory": gpu, "tf32": True if ampere else None,
-                    "bf16": bool(ampere and torch.cuda.is_bf16_supported() and not fields.get("fp16"))}
-        fields.update({k: resolved[k] for k in auto})
+    resolve_auto(fields)
     if not cfg.do_eval:
         fields.update(eval_strategy="no", load_best_model_at_end=False)
     fields.setdefault("logging_nan_inf_filter", False)  # guards.NonFiniteGuard must see NaN/inf losses
@@ -40,6 +32,21 @@ def training_args(cfg, task, run_dir: Path):
         raise ConfigError(f"trainer: {e} (the trainer group takes {args_class.__name__} fields)") from e
     except ValueError as e:
         raise ConfigError(f"trainer: {' '.join(str(e).split())[:400]}") from e  # one line, all of it
+
+
+def resolve_auto(fields: dict) -> dict:
+    """``auto`` values of the GPU-only speed-ups, in place: pinned host memory on a GPU; bf16 autocast and TF32
+    matmuls on Ampere or newer. Shared by fine-tuning and the RLHF stage's TRL configs."""
+    auto = [k for k in ("dataloader_pin_memory", "bf16", "tf32") if fields.get(k) == "auto"]
+    if auto:
+        import torch
+
+        gpu = torch.cuda.is_available()
+        ampere = gpu and torch.cuda.get_device_capability()[0] >= 8
+        resolved = {"dataloader_pin_memory": gpu, "tf32": True if ampere else None,
+                    "bf16": bool(ampere and torch.cuda.is_bf16_supported() and not fields.get("fp16"))}
+        fields.update({k: resolved[k] for k in auto})
+    return fields
 
 
 def build_trainer(cfg, task, model, tokenizer, datasets, args):

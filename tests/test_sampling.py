@@ -40,13 +40,15 @@ def test_trainer_class_switch():
     import pytest
     from transformers import Trainer
 
+    from conftest import compose
+    from pipeline.check import validate
     from pipeline.errors import ConfigError
 
     assert with_group_order(Trainer, "sorted") is Trainer
     sub = with_group_order(Trainer, "shuffled")
     assert issubclass(sub, Trainer) and sub.__name__ == "Trainer"
-    with pytest.raises(ConfigError, match="use shuffled"):
-        with_group_order(Trainer, "random")
+    with pytest.raises(ConfigError, match="use shuffled"):  # refused before any data or model work
+        validate(compose(["debug=smoke", "trainer.group_order=random"]))
 
 
 def test_trainer_draws_batches_from_the_shuffled_sampler(tmp_path):

@@ -10,6 +10,7 @@ import yaml
 from conftest import ROOT, compose, run_cli, run_pipeline
 
 import mlflow  # noqa: F401  (in the test extra: a missing install must fail, not skip)
+import wandb  # noqa: F401  (likewise)
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +135,10 @@ def test_summary_table_lists_metrics_and_outputs(mlflow_run):
 
 
 def test_wandb_offline_run_in_the_run_dir(tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     run_pipeline(["recipe=bert-ner", "debug=smoke", "logger=wandb", "trainer.num_train_epochs=1"], tmp_path)
-    [record] = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))  # offline: nothing was sent
-    data = record.read_bytes()
-    assert b"trainer.learning_rate" in data and b"final/test_f1" in data  # the config and the final metrics
+    records = sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))  # offline: nothing was sent
+    assert len(records) == 1, sorted(str(p) for p in (tmp_path / "wandb").rglob("*"))
+    data = records[0].read_bytes()
+    found = {k: k.encode() in data for k in ("trainer.learning_rate", "final/test_f1")}  # config, final metrics
+    assert all(found.values()), (found, len(data))  # one failure seen in ~20 runs: these say which part was missing

@@ -38,15 +38,9 @@ def _cuda() -> bool:
 def trl_args(config_class, fields, cfg, out_dir: Path, **extra):
     """``config_class`` (a TRL config) from the run's shared trainer fields, ``fields`` (a cfg.rlhf trainer block)
     and ``extra``; no checkpoints, no evaluation during training (the stage evaluates before and after itself)."""
-    base = {k: cfg.trainer[k] for k in SHARED_TRAINER_FIELDS if cfg.trainer.get(k) is not None}
-    if "auto" in (base.get("bf16"), base.get("tf32")):  # as in train.py: bf16 / TF32 on Ampere+ GPUs only
-        import torch
+    from pipeline.train import resolve_auto
 
-        ampere = _cuda() and torch.cuda.get_device_capability()[0] >= 8
-        if base.get("bf16") == "auto":
-            base["bf16"] = bool(ampere and torch.cuda.is_bf16_supported())
-        if base.get("tf32") == "auto":
-            base["tf32"] = True if ampere else None
+    base = resolve_auto({k: cfg.trainer[k] for k in SHARED_TRAINER_FIELDS if cfg.trainer.get(k) is not None})
     user = OmegaConf.to_container(fields, resolve=True) if not isinstance(fields, dict) else dict(fields)
     kwargs = {**base, "output_dir": str(out_dir / "checkpoints"), "seed": int(cfg.seed), "report_to": "none",
               "save_strategy": "no", "eval_strategy": "no", "dataloader_pin_memory": _cuda(),

@@ -1,5 +1,5 @@
-"""Glue a PEFT method needs around the Trainer: AdaLoRA's rank budget step, label padding for virtual tokens on
-token classification, the learning-rate scale of a method, and what is saved next to an adapter."""
+"""Glue a PEFT method needs around the Trainer: AdaLoRA's rank budget step, the task's label glue for virtual
+tokens, the learning-rate scale of a method, and what is saved next to an adapter."""
 
 from __future__ import annotations
 
@@ -19,23 +19,6 @@ class AdaLoraBudget(TrainerCallback):
         model.base_model.update_and_allocate(state.global_step)
 
 
-class LeftPadLabels:
-    """Prompt tuning / P-tuning put ``n`` virtual tokens before the input; token-classification logits then have
-    ``n`` more positions than the labels. Left-pad the labels with -100 (ignored by loss and metrics)."""
-
-    def __init__(self, collator, num_virtual_tokens: int):
-        self.collator, self.n = collator, int(num_virtual_tokens)
-
-    def __call__(self, features):
-        import torch
-
-        batch = self.collator(features)
-        if "labels" in batch:
-            labels = batch["labels"]
-            batch["labels"] = torch.cat([labels.new_full((labels.shape[0], self.n), -100), labels], dim=1)
-        return batch
-
-
 def peft_type(model) -> str | None:
     config = getattr(model, "active_peft_config", None)
     return None if config is None else str(getattr(config.peft_type, "value", config.peft_type))
@@ -53,12 +36,14 @@ def scale_learning_rate(cfg) -> None:
 
 
 def attach(trainer, task) -> None:
-    """Add what the trainer's (PEFT) model needs: AdaLoRA's callback, label padding for virtual tokens."""
+    """Add what the trainer's (PEFT) model needs: AdaLoRA's callback; for virtual-token methods, the task's collator
+    that keeps its labels in line with the longer input (e.g. NER labels left-padded)."""
     kind = peft_type(trainer.model)
     if kind == "ADALORA":
         trainer.add_callback(AdaLoraBudget())
-    if kind in ("PROMPT_TUNING", "P_TUNING") and task.name == "ner":
-        trainer.data_collator = LeftPadLabels(trainer.data_collator, trainer.model.active_peft_config.num_virtual_tokens)
+    if kind in ("PROMPT_TUNING", "P_TUNING"):
+        trainer.data_collator = task.virtual_tokens(trainer.data_collator,
+                                                    trainer.model.active_peft_config.num_virtual_tokens)
 
 
 def save_base(model, out_dir: Path) -> None:

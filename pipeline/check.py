@@ -10,8 +10,10 @@ from pipeline.paths import resolve_pkg_path
 
 
 def validate(cfg) -> None:
+    from pipeline.tasks import task_class
+
     family = get_family(cfg.model.family)
-    check_task(family, cfg.task.name, cfg.model.name_or_path)
+    check_task(family, task_class(str(cfg.task.name)), cfg.model.name_or_path)
     from pipeline import methods
 
     methods.validate(cfg, family)  # method x family / trainer combinations that cannot work (methods.REFUSALS)
@@ -113,13 +115,8 @@ def post_load(cfg, task, model, tokenizer) -> None:
                   if getattr(model.config, k, None)), None)
     if limit is None:
         return
-    for key in ("max_length", "max_source_length", "block_size"):
+    for key in task.length_keys:
         value = cfg.task.get(key)
-        if value is not None and key in _task_keys(task) and int(value) > int(limit):
+        if value is not None and int(value) > int(limit):
             raise ConfigError(f"task.{key}={value} is above the model's maximum of {limit} positions; "
                               f"set task.{key}<={limit}")
-
-
-def _task_keys(task) -> tuple:
-    # generation clamps task.block_size to the model's limit itself (tasks/generation.py)
-    return {"ner": ("max_length",), "generation": (), "summarization": ("max_source_length",)}.get(task.name, ())

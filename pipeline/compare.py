@@ -19,11 +19,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# The report's headline metric per task and whether larger is better.
-METRIC = {"ner": ("test_f1", True), "generation": ("test_perplexity", False), "summarization": ("test_rougeL", True)}
 COLUMNS = ("run", "family", "task", "method", "status", "metric", "value", "trainable_params", "total_params",
            "trainable_pct", "train_seconds", "samples_per_second", "tokens_per_second", "peak_mem_mb",
-           "model_mb", "eval_loss", "learning_rate", "label", "error")
+           "model_mb", "eval_loss", "learning_rate", "greater_is_better", "label", "error")
 COSTS = (("trainable_params", "trainable parameters", True), ("train_seconds", "train time (s)", False),
          ("peak_mem_mb", "peak memory (MB)", False))
 SKIP_PARTS = {"checkpoints", "model", "merged", ".hydra", "tensorboard"}
@@ -67,7 +65,8 @@ def loss_history(run: Path) -> list[dict]:
 def read_run(run: Path, root: Path) -> dict:
     m, status, cfg = _json(run / "metrics.json"), _json(run / "status.json"), _hydra_cfg(run)
     task = m.get("task") or cfg.get("task", {}).get("name", "?")
-    metric, _ = METRIC.get(task, (f"test_{cfg.get('task', {}).get('metric', 'loss')}", False))
+    tcfg = cfg.get("task", {})  # the run's own task config: its headline metric and direction
+    metric = f"test_{tcfg.get('report_metric') or tcfg.get('metric', 'loss')}"
     total = m.get("total_params")
     row = {
         "run": str(run.relative_to(root)),
@@ -82,6 +81,7 @@ def read_run(run: Path, root: Path) -> dict:
         "peak_mem_mb": m.get("peak_gpu_mem_mb") or m.get("peak_rss_mb"),
         "model_mb": m["model_bytes"] / 2 ** 20 if "model_bytes" in m else None,
         "eval_loss": m.get("eval_loss"), "learning_rate": _learning_rate(cfg),
+        "greater_is_better": bool(tcfg.get("greater_is_better", False)),
         "error": status.get("error", "") if status.get("status") == "failed" else "",
     }
     if row["status"] == "completed" and not m:
@@ -114,7 +114,7 @@ def sections(rows: list[dict]) -> dict:
         out.setdefault((r["family"], r["task"]), []).append(r)
     for key, group in out.items():
         _labels(group)
-        better = METRIC.get(key[1], (None, False))[1]
+        better = group[0]["greater_is_better"]
         group.sort(key=lambda r: (r["value"] is None, -(r["value"] or 0) if better else (r["value"] or 0), r["run"]))
     return dict(sorted(out.items()))
 
@@ -168,7 +168,7 @@ def plot(secs: dict, histories: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(len(secs), 4, figsize=(22, 4.2 * len(secs)), squeeze=False)
     for row_axes, ((family, task), group) in zip(axes, secs.items()):
-        larger = METRIC.get(task, (None, False))[1]
+        larger = group[0]["greater_is_better"] if group else False
         done = [r for r in group if isinstance(r["value"], (int, float))]
         for ax, (key, label, logx) in zip(row_axes, COSTS):
             pts = [(r[key], r["value"], r["label"]) for r in done if isinstance(r[key], (int, float))]

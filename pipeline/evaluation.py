@@ -9,8 +9,7 @@ from pathlib import Path
 def evaluate(trainer, task, tokenizer, raw, tokenized, num_samples: int, run_dir: Path | None) -> dict:
     metrics = {}
     for split, prefix in (("validation", "eval"), ("test", "test")):
-        result = trainer.evaluate(eval_dataset=tokenized[split], metric_key_prefix=prefix)
-        metrics.update(task.postprocess_metrics(result, prefix))
+        metrics.update(task.evaluate(trainer, raw[split], tokenized[split], prefix))
     if num_samples > 0 and run_dir is not None:
         rows = task.samples(trainer, tokenizer, raw["test"], tokenized["test"], num_samples)
         if trainer.is_world_process_zero():

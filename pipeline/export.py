@@ -16,7 +16,8 @@ from pathlib import Path
 from pipeline.errors import ConfigError, ModelError, PipelineError
 
 AUTO_BY_TASK_TYPE = {"TOKEN_CLS": "AutoModelForTokenClassification", "CAUSAL_LM": "AutoModelForCausalLM",
-                     "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM"}
+                     "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM", "SEQ_CLS": "AutoModelForSequenceClassification",
+                     "QUESTION_ANS": "AutoModelForQuestionAnswering"}  # peft.TaskType -> transformers Auto class
 NOT_MERGEABLE = ("PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING")
 PROBE = ["Angela Merkel visited Paris in May .", "the old fox jumped over the lazy dog"]
 
@@ -55,10 +56,12 @@ def probe_batch(tokenizer, model):
 
 
 def outputs(model, batch):
+    """Every score tensor of the model's output (logits; start and end logits for span models), concatenated."""
     import torch
 
     with torch.no_grad():
-        return model(**batch).logits
+        out = model(**batch)
+    return torch.cat([v.flatten() for k, v in out.items() if k.endswith("logits") and torch.is_tensor(v)])
 
 
 def merge(run_dir, out=None, atol: float = 1e-4) -> tuple[Path, float]:

@@ -9,17 +9,15 @@ from dataclasses import dataclass, field
 
 from pipeline.errors import ConfigError, ModelError
 
-# What each architecture kind can be fine-tuned for (and the Auto class the task uses, see tasks/).
-TASKS_BY_ARCH = {
-    "encoder": ("ner",),
-    "decoder": ("generation",),
-    "encoder-decoder": ("summarization",),
+# Model files (conf/model/) of each architecture, named when a task needs another architecture. Which tasks an
+# architecture can do is each task's fact (Task.archs, pipeline/tasks/).
+MODELS_BY_ARCH = {
+    "encoder": "an encoder (model=bert-base-cased, distilbert, roberta, minilm-offline)",
+    "decoder": "a decoder (model=gpt2, distilgpt2, gpt2-medium)",
+    "encoder-decoder": "an encoder-decoder (model=t5-small, t5-base, flan-t5-small, bart-base)",
 }
-ADVICE_BY_TASK = {
-    "ner": "an encoder (model=bert-base-cased, distilbert, roberta, minilm-offline)",
-    "generation": "a decoder (model=gpt2, distilgpt2, gpt2-medium)",
-    "summarization": "an encoder-decoder (model=t5-small, t5-base, flan-t5-small, bart-base)",
-}
+# The family each architecture is tested with (tests/test_methods.py, the README compatibility table).
+REPRESENTATIVE = {"encoder": "bert", "decoder": "gpt2", "encoder-decoder": "t5"}
 
 
 @dataclass(frozen=True)
@@ -40,8 +38,10 @@ class Family:
     dropout_keys: tuple = ()       # config fields model.scratch.dropout sets (0 for exact multi-process tests)
 
     @property
-    def tasks(self) -> tuple:
-        return TASKS_BY_ARCH[self.arch]
+    def tasks(self) -> list[str]:
+        from pipeline.tasks import tasks_for_arch
+
+        return tasks_for_arch(self.arch)
 
 
 _BERT_KEYS = {"hidden_size": "hidden_size", "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
@@ -101,11 +101,12 @@ def get_family(name: str) -> Family:
     return FAMILIES[name]
 
 
-def check_task(family: Family, task: str, model_name: str) -> None:
+def check_task(family: Family, task_class, model_name: str) -> None:
     """A task the architecture cannot do is refused before any data or weights are touched."""
-    if task not in family.tasks:
-        raise ModelError(f"model {model_name} ({family.name}, {family.arch}) cannot do task={task}; "
-                         f"use {ADVICE_BY_TASK[task]}, or task={family.tasks[0]} with this model")
+    if family.arch not in task_class.archs:
+        advice = " or ".join(MODELS_BY_ARCH[a] for a in task_class.archs)
+        raise ModelError(f"model {model_name} ({family.name}, {family.arch}) cannot do task={task_class.name}; "
+                         f"use {advice}, or task={'|'.join(family.tasks)} with this model")
 
 
 def check_model_type(family: Family, model_type: str, model_name: str) -> None:

@@ -22,8 +22,6 @@ log = logging.getLogger(__name__)
 METHODS = ("full", "freeze", "lora", "rslora", "dora", "adalora", "ia3", "vera", "prefix", "prompt", "p-tuning",
            "loha", "lokr", "oft", "boft", "ln-tuning", "qlora")  # conf/method/*.yaml
 KINDS = ("full", "freeze", "peft")
-TASK_TYPES = {"ner": "TOKEN_CLS", "generation": "CAUSAL_LM", "summarization": "SEQ_2_SEQ_LM"}
-HEAD_NAMES = ("classifier", "score")  # token-classification heads: trained and saved with the adapter
 # Keys the pipeline reads; every other key of a peft method config goes to the PEFT config class.
 PIPELINE_KEYS = {"name", "kind", "peft_type", "targets", "lr_scale", "train_last_layers", "load_in_4bit"}
 PROMPT_TYPES = ("PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING")
@@ -87,24 +85,32 @@ def method_kind(mcfg) -> str:
 
 
 def validate(cfg, family) -> None:
-    """Refuse a method that cannot work with this family / trainer setting, with one line (called by check)."""
+    """Refuse a method that cannot work with this family / task / trainer setting, with one line (called by check)."""
+    from pipeline.tasks import task_class
+
     mcfg = cfg.method
     kind = method_kind(mcfg)
     for rule in REFUSALS:
         if rule.applies(mcfg, cfg, family):
             raise ConfigError(f"method={mcfg.name} with model.family={family.name}: {rule.why}; use {rule.instead}")
+    task = task_class(str(cfg.task.name))
+    why = task.refuse_method(mcfg, family)
+    if why:
+        raise ConfigError(f"method={mcfg.name} with task={task.name}: {why}")
     if kind == "peft":
-        peft_config(mcfg, family, cfg.task.name, total_steps=1, model=None)  # unknown keys / bad values
+        peft_config(mcfg, family, task.peft_task_type, task.head_names, total_steps=1, model=None)  # keys / values
 
 
-def refusal(method: str, family_name: str, trainer: dict | None = None) -> str | None:
-    """The one-line refusal of ``method`` on ``family_name`` (None: allowed). Used by tests and the README table."""
+def refusal(method: str, task_name: str, trainer: dict | None = None) -> str | None:
+    """The one-line refusal of ``method`` for ``task_name`` on the family its architecture is tested with (None:
+    allowed). Used by tests and the README table."""
     from omegaconf import OmegaConf
 
-    from pipeline.families import get_family
+    from pipeline.families import REPRESENTATIVE, get_family
+    from pipeline.tasks import task_class
 
-    fam = get_family(family_name)
-    cfg = OmegaConf.create({"method": load_method(method), "trainer": trainer or {}, "task": {"name": fam.tasks[0]},
+    fam = get_family(REPRESENTATIVE[task_class(task_name).archs[0]])
+    cfg = OmegaConf.create({"method": load_method(method), "trainer": trainer or {}, "task": {"name": task_name},
                             "model": {"init": "pretrained"}})
     try:
         validate(cfg, fam)
@@ -161,8 +167,9 @@ def norm_module_names(model) -> list[str]:
     return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if "norm" in type(m).__name__.lower()})
 
 
-def peft_config(mcfg, family, task_name: str, total_steps: int | None, model=None):
-    """The PEFT config object for ``mcfg``: one mapping for every PEFT method."""
+def peft_config(mcfg, family, task_type: str, heads: tuple, total_steps: int | None, model=None):
+    """The PEFT config object for ``mcfg``: one mapping for every PEFT method. ``task_type`` is the peft.TaskType,
+    ``heads`` the task's new head modules (kept out of ``all-linear``: they are trained whole)."""
     from omegaconf import OmegaConf
     from peft import PEFT_TYPE_TO_CONFIG_MAPPING, PeftType
 
@@ -177,14 +184,14 @@ def peft_config(mcfg, family, task_name: str, total_steps: int | None, model=Non
     if unknown:
         raise ConfigError(f"method={mcfg.name}: {unknown} are not {config_class.__name__} fields; "
                           f"use some of {sorted(fields - {'peft_type', 'task_type'})}")
-    kwargs["task_type"] = TASK_TYPES[task_name]
+    kwargs["task_type"] = task_type
     targets = resolve_targets(mcfg.get("targets"), family, model)
     if "target_modules" in fields and kwargs.get("target_modules") is None and targets is not None:
         kwargs["target_modules"] = targets
     if "feedforward_modules" in fields and kwargs.get("feedforward_modules") is None and targets != "all-linear":
         kwargs["feedforward_modules"] = [t for t in targets or () if t in family.mlp_targets]
-    if task_name == "ner" and targets == "all-linear" and "exclude_modules" in fields:
-        kwargs.setdefault("exclude_modules", list(HEAD_NAMES))  # the head is trained whole (modules_to_save)
+    if heads and targets == "all-linear" and "exclude_modules" in fields:
+        kwargs.setdefault("exclude_modules", list(heads))  # the head is trained whole (modules_to_save)
     if "total_step" in fields and kwargs.get("total_step") is None:
         kwargs["total_step"] = total_steps
     try:
@@ -210,7 +217,7 @@ def apply(mcfg, model, family, task, total_steps: int | None = None, keep_base: 
     if kind == "full":
         return model
     if kind == "freeze":
-        return freeze(model, task.name, int(mcfg.get("train_last_layers") or 0))
+        return freeze(model, task.head_names, int(mcfg.get("train_last_layers") or 0))
     from peft import get_peft_model
 
     base = copy.deepcopy(model) if keep_base else None
@@ -218,15 +225,18 @@ def apply(mcfg, model, family, task, total_steps: int | None = None, keep_base: 
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model)
-    peft_model = get_peft_model(model, peft_config(mcfg, family, task.name, total_steps, model))
+    peft_model = get_peft_model(model, peft_config(mcfg, family, task.peft_task_type, task.head_names, total_steps,
+                                                   model))
     peft_model.__dict__["pipeline_base"] = base  # not a submodule: saved separately (callbacks.save_base)
     return peft_model
 
 
-def head_modules(model, task_name: str) -> list:
-    if task_name == "ner":
-        return [getattr(model, n) for n in HEAD_NAMES if hasattr(model, n)]
-    return [model.get_output_embeddings()]  # LM head (tied to the input embeddings where the model ties them)
+def head_modules(model, heads: tuple) -> list:
+    """The task's head modules (``Task.head_names``), or the LM head when the task has none of its own (tied to the
+    input embeddings where the model ties them)."""
+    if heads:
+        return [getattr(model, n) for n in heads if hasattr(model, n)]
+    return [model.get_output_embeddings()]
 
 
 def layer_stacks(model) -> list:
@@ -242,11 +252,11 @@ def layer_stacks(model) -> list:
     return [m for _, m in found]
 
 
-def freeze(model, task_name: str, last_layers: int):
+def freeze(model, heads: tuple, last_layers: int):
     """Train only the task head and the last ``last_layers`` blocks of every stack."""
     for p in model.parameters():
         p.requires_grad_(False)
-    modules = head_modules(model, task_name)
+    modules = head_modules(model, heads)
     for stack in layer_stacks(model):
         modules += list(stack)[len(stack) - last_layers:] if last_layers > 0 else []
     for module in modules:
@@ -261,30 +271,27 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-FAMILY_COLUMNS = ("bert", "gpt2", "t5")
-GLUE = {("prompt", "bert"): "✓ labels left-padded", ("p-tuning", "bert"): "✓ labels left-padded"}
-
-
 def compatibility_table() -> str:
-    """The README table: ✓ where tests/test_methods.py trains the cell, the refusal where check refuses it."""
-    head = "| method | " + " | ".join(f"{f} ({get_family_arch(f)})" for f in FAMILY_COLUMNS) + " |"
-    rows = [head, "|---|" + "---|" * len(FAMILY_COLUMNS)]
+    """The docs' table, one column per task (on the family its architecture is tested with): ✓ where
+    tests/test_methods.py trains the cell, the refusal where check refuses it."""
+    from pipeline.families import REPRESENTATIVE
+    from pipeline.tasks import task_classes
+
+    tasks = list(task_classes().values())
+    head = "| method | " + " | ".join(f"{REPRESENTATIVE[t.archs[0]]} ({t.name})" for t in tasks) + " |"
+    rows = [head, "|---|" + "---|" * len(tasks)]
     for m in METHODS:
         cells = []
-        for f in FAMILY_COLUMNS:
+        for t in tasks:
             if load_method(m).get("load_in_4bit"):  # machine-dependent: state the requirement, not this machine
-                cells.append("CUDA + bitsandbytes only (refused without)")
+                cells.append("CUDA + bitsandbytes only")
                 continue
-            why = refusal(m, f)
-            cells.append("✗ " + why.split(": ", 1)[1].split("; use ")[0] if why else GLUE.get((m, f), "✓"))
+            why = refusal(m, t.name)
+            prompt_type = load_method(m).get("peft_type") in ("PROMPT_TUNING", "P_TUNING")
+            ok = f"✓ {t.virtual_token_note}" if prompt_type and t.virtual_token_note else "✓"
+            cells.append("✗ " + why.split(": ", 1)[1].split("; use ")[0] if why else ok)
         rows.append(f"| `{m}` | " + " | ".join(cells) + " |")
     return "\n".join(rows)
-
-
-def get_family_arch(name: str) -> str:
-    from pipeline.families import get_family
-
-    return get_family(name).tasks[0]
 
 
 if __name__ == "__main__":

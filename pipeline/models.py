@@ -28,7 +28,7 @@ def load_tokenizer(mcfg, task):
     family = get_family(mcfg.family)
     path = resolve_pkg_path(mcfg.name_or_path)
     kwargs = {"revision": mcfg.revision, "trust_remote_code": bool(mcfg.trust_remote_code)}
-    if family.add_prefix_space and task.name == "ner":
+    if family.add_prefix_space and task.pretokenized:
         kwargs["add_prefix_space"] = True  # byte-level BPE with pre-split words
     try:
         return AutoTokenizer.from_pretrained(path, **kwargs)
@@ -68,8 +68,8 @@ def load(cfg, task, raw):
                       dtype=mcfg.dtype or None, **task.model_kwargs(),
                       use_safetensors=None if mcfg.get("allow_pickle_weights") else True)  # no unpickling
         kwargs.update(methods.load_kwargs(cfg.method))  # QLoRA: 4-bit base (check refused it without CUDA)
-        if task.name == "ner":
-            kwargs["ignore_mismatched_sizes"] = True  # a checkpoint's own label head is replaced by ours
+        if task.replaces_head:
+            kwargs["ignore_mismatched_sizes"] = True  # a checkpoint's own task head is replaced by ours
         model = _with_attn_fallback(lambda **kw: auto.from_pretrained(path, **kwargs, **kw), common)
     else:
         raise ModelError(f"model.init={mcfg.init}: use pretrained or scratch")

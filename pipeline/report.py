@@ -65,9 +65,6 @@ def run_facts(cfg, model, task, raw, tokenized, train_metrics: dict, world_size:
     return facts
 
 
-PIPELINE_TAG = {"ner": "token-classification", "generation": "text-generation", "summarization": "summarization"}
-CARD_METRIC = {"ner": ("f1", "seqeval"), "generation": ("perplexity", "perplexity"),
-               "summarization": ("rougeL", "rouge")}
 CARD_HPARAMS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                 "gradient_accumulation_steps", "weight_decay", "warmup_steps", "lr_scheduler_type", "bf16")
 
@@ -83,24 +80,27 @@ def model_card(cfg, metrics: dict, command: str, adapter: bool | None = None) ->
     from huggingface_hub import EvalResult, ModelCardData
     from omegaconf import OmegaConf
 
+    from pipeline.tasks import task_class
+
     task, method, data = cfg.task.name, cfg.method, cfg.data
+    tag = task_class(str(task)).pipeline_tag
     if adapter is None:  # as methods.method_kind infers it
         adapter = method.get("kind") == "peft" or (not method.get("kind") and bool(method.get("peft_type")))
     pretrained = cfg.model.init == "pretrained"
     data_id = str(data.path) if data.source == "hub" and data.path else None
     files = " / ".join(str(data[k]) for k in ("train_file", "validation_file", "test_file") if data.get(k))
-    metric, metric_type = CARD_METRIC[task]
+    metric, metric_type = str(cfg.task.get("report_metric") or cfg.task.metric), task_class(str(task)).card_metric_type
     value = metrics.get(f"test_{metric}")
     results = None
     if isinstance(value, float):
-        results = [EvalResult(task_type=PIPELINE_TAG[task], dataset_type=data_id or str(data.source),
+        results = [EvalResult(task_type=tag, dataset_type=data_id or str(data.source),
                               dataset_name=data_id or (Path(str(data.train_file)).parent.name if data.get("train_file")
                                                        else str(data.source)), dataset_config=data.get("config_name"),
                               dataset_split="test", metric_type=metric_type, metric_name=f"test {metric}",
                               metric_value=round(value, 4))]
     meta = ModelCardData(base_model=_hub_id(str(cfg.model.name_or_path)) if pretrained else None,
                          datasets=[data_id] if data_id else None, eval_results=results, model_name=str(cfg.name),
-                         library_name="peft" if adapter else "transformers", pipeline_tag=PIPELINE_TAG[task],
+                         library_name="peft" if adapter else "transformers", pipeline_tag=tag,
                          tags=[task, str(method.name), str(cfg.model.family), "finetune-pipeline"])
     base = f"`{cfg.model.name_or_path}`" if pretrained else \
         f"a tiny {cfg.model.family} built from config (model.init=scratch, tokenizer trained on the data)"
@@ -121,7 +121,7 @@ def model_card(cfg, metrics: dict, command: str, adapter: bool | None = None) ->
 # {cfg.name}: {cfg.model.family} fine-tuned for {task}
 
 - **Base model:** {base}
-- **Task:** {task} (`{PIPELINE_TAG[task]}`); checkpoint selection by {cfg.task.metric}
+- **Task:** {task} (`{tag}`); checkpoint selection by {cfg.task.metric}
 - **Data:** {source}; {metrics.get("train_samples", "?")} training samples
 - **Method:** {method.name}: {how}{"; " + ", ".join(f"{k}={v}" for k, v in extra.items()) if extra else ""}
 - **Hyperparameters:** {hp}, seed={cfg.seed}

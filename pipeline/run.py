@@ -64,10 +64,13 @@ def setup(r: Run) -> None:
     distributed.configure(cfg)  # batch from trainer.global_batch_size; launcher settings agree with cfg.trainer
     r.resume = resume.resolve(cfg.get("resume"), r.run_dir, tidy=is_main_process())
     r.task = get_task(cfg)
-    r.raw = load_raw(cfg.data, r.task.name, int(cfg.seed))
+    r.raw, dropped = load_raw(cfg.data, r.task, int(cfg.seed))
+    if dropped:
+        r.metrics["data_dropped_rows"] = dropped  # {split: {reason: rows}}
     r.task.prepare(r.raw)
     log.info("data: %s", {k: len(v) for k, v in r.raw.items()})
     r.tokenizer, r.model = models.load(cfg, r.task, r.raw)
+    r.task.adapt(r.tokenizer, r.model)
     check.post_load(cfg, r.task, r.model, r.tokenizer)
     t = time.time()
     r.tokenized = r.task.preprocess(r.raw, r.tokenizer, r.model)

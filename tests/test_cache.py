@@ -24,7 +24,7 @@ from pipeline.tasks import get_task
 
 cfg = compose(sys.argv[1:])
 task = get_task(cfg)
-raw = load_raw(cfg.data, task.name, int(cfg.seed))
+raw, _ = load_raw(cfg.data, task, int(cfg.seed))
 task.prepare(raw)
 tokenizer, model = models.load(cfg, task, raw)
 t = time.time()

@@ -1,9 +1,11 @@
-"""Every fine-tuning method on every family (tiny BERT / GPT-2 / T5 built from config): it trains (finite loss that
-falls on a fixed batch, adapter saved in PEFT format and reloaded with identical logits) or check refuses it with
-one line. The README compatibility table is methods.compatibility_table(), checked against these cells."""
+"""Every fine-tuning method on every task (a tiny model of the family its architecture is tested with, built from
+config): it trains (finite loss that falls on a fixed batch, adapter saved in PEFT format and reloaded with identical
+outputs) or check refuses it with one line. The docs' compatibility table is methods.compatibility_table(), checked
+against these cells."""
 
 from __future__ import annotations
 
+import functools
 import json
 from types import SimpleNamespace
 
@@ -12,38 +14,62 @@ import torch
 
 from conftest import ROOT, compose
 
-FAMILIES = ("bert", "gpt2", "t5")
-ARCH = {"bert": "BertForTokenClassification", "gpt2": "GPT2LMHeadModel", "t5": "T5ForConditionalGeneration"}
-TASK = {"bert": "ner", "gpt2": "generation", "t5": "summarization"}
 VOCAB, NUM_LABELS = 64, 5
 
 
-def tiny_model(family_name):
+@functools.lru_cache(maxsize=None)
+def task_of(task_name):
+    """A task object as a run builds it (its config composed as `finetune task=<name>` would)."""
+    from pipeline.tasks import task_class
+
+    return task_class(task_name)(compose([f"task={task_name}", "debug=smoke"]))
+
+
+def family_of(task_name):
+    from pipeline.families import REPRESENTATIVE
+
+    return REPRESENTATIVE[task_of(task_name).archs[0]]
+
+
+def tiny_model(task_name):
     import transformers
 
     from pipeline.families import get_family, scratch_config_kwargs
 
-    fam = get_family(family_name)
+    task = task_of(task_name)
+    fam = get_family(family_of(task_name))
     kwargs = scratch_config_kwargs(fam, {"hidden_size": 32, "num_layers": 2, "num_heads": 2,
                                          "intermediate_size": 64, "max_positions": 64})
-    if family_name == "bert":
+    if task.peft_task_type in ("TOKEN_CLS", "SEQ_CLS"):
         kwargs.update(num_labels=NUM_LABELS)
     config = getattr(transformers, fam.config_class)(vocab_size=VOCAB, **kwargs)
     torch.manual_seed(0)
-    return getattr(transformers, ARCH[family_name])(config)
+    return getattr(transformers, task.auto_class).from_config(config)
 
 
-def fixed_batch(family_name):
+def fixed_batch(task_name):
+    """A fixed batch with the labels the task's model head takes."""
+    kind = task_of(task_name).peft_task_type
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(3, VOCAB, (4, 12), generator=g)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    if family_name == "bert":
+    if kind == "TOKEN_CLS":
         batch["labels"] = torch.randint(0, NUM_LABELS, (4, 12), generator=g)
-    elif family_name == "gpt2":
+    elif kind == "SEQ_CLS":
+        batch["labels"] = torch.randint(0, NUM_LABELS, (4,), generator=g)
+    elif kind == "QUESTION_ANS":
+        batch["start_positions"] = torch.randint(1, 6, (4,), generator=g)
+        batch["end_positions"] = batch["start_positions"] + torch.randint(0, 4, (4,), generator=g)
+    elif kind == "CAUSAL_LM":
         batch["labels"] = ids.clone()
     else:
         batch["labels"] = torch.randint(3, VOCAB, (4, 6), generator=g)
     return batch
+
+
+def scores(output):
+    """Every logits tensor of a model output (start / end logits for span models)."""
+    return torch.cat([v.flatten() for k, v in output.items() if k.endswith("logits")])
 
 
 def train_steps(model, task, batch, steps=8, lr=1e-2):
@@ -71,53 +97,55 @@ def train_steps(model, task, batch, steps=8, lr=1e-2):
 
 def method_cells():
     from pipeline.methods import METHODS
+    from pipeline.tasks import task_classes
 
-    return [(m, f) for m in METHODS for f in FAMILIES]
+    return [(m, t) for m in METHODS for t in task_classes()]
 
 
-@pytest.mark.parametrize("method,family", method_cells())
-def test_method_trains_or_is_refused(method, family, tmp_path):
+@pytest.mark.parametrize("method,task_name", method_cells())
+def test_method_trains_or_is_refused(method, task_name, tmp_path):
     from pipeline import callbacks, methods
     from pipeline.export import load_model
     from pipeline.families import get_family
 
-    refused = methods.refusal(method, family)
+    family, task = family_of(task_name), task_of(task_name)
+    refused = methods.refusal(method, task_name)
     if refused:
-        assert refused.startswith(f"method={method} with model.family={family}:") and "; use " in refused
+        assert refused.startswith(f"method={method} with ") and "; use " in refused
         assert "\n" not in refused
         if not methods.load_method(method).get("load_in_4bit"):  # the refusal is needed: peft itself fails
-            with pytest.raises((TypeError, ValueError)):
-                model = methods.apply(methods.load_method(method), tiny_model(family), get_family(family),
-                                      SimpleNamespace(name=TASK[family]), total_steps=8)
-                model(**fixed_batch(family))
+            with pytest.raises((TypeError, ValueError, RuntimeError)):
+                model = methods.apply(methods.load_method(method), tiny_model(task_name), get_family(family),
+                                      task, total_steps=8)
+                model(**fixed_batch(task_name))
         return
     mcfg = methods.load_method(method)
-    task = SimpleNamespace(name=TASK[family])
-    model = methods.apply(mcfg, tiny_model(family), get_family(family), task, total_steps=8, keep_base=True)
+    model = methods.apply(mcfg, tiny_model(task_name), get_family(family), task, total_steps=8, keep_base=True)
     trainable, total = methods.count_parameters(model)
     assert 0 < trainable <= total
-    batch = fixed_batch(family)
+    batch = fixed_batch(task_name)
     losses, collate = train_steps(model, task, batch, lr=1e-2 if mcfg.kind != "full" else 1e-3)
     assert all(l == l and abs(l) != float("inf") for l in losses), losses
-    assert min(losses[-3:]) < losses[0], (method, family, losses)
+    assert min(losses[-3:]) < losses[0], (method, task_name, losses)
     if mcfg.kind != "peft":
         return
     model.save_pretrained(tmp_path)
     callbacks.save_base(model, tmp_path)
     assert (tmp_path / "adapter_config.json").is_file() and (tmp_path / "adapter_model.safetensors").is_file()
-    if family == "bert":  # the NER head is trained and saved with the adapter (modules_to_save)
+    if task.head_names:  # a new task head is trained and saved with the adapter (modules_to_save)
         from safetensors import safe_open
 
         with safe_open(tmp_path / "adapter_model.safetensors", "pt") as f:
-            assert any("classifier" in k for k in f.keys())
+            assert any(h in k for k in f.keys() for h in task.head_names)
     model.eval()
     reloaded = load_model(tmp_path)
-    inputs = {k: v for k, v in batch.items() if k != "labels"}  # inference (AdaLoRA adds a loss term w/ labels)
-    if family == "t5":
+    label_keys = ("labels", "start_positions", "end_positions")  # inference (AdaLoRA adds a loss term w/ labels)
+    inputs = {k: v for k, v in batch.items() if k not in label_keys}
+    if task.peft_task_type == "SEQ_2_SEQ_LM":
         inputs["decoder_input_ids"] = batch["labels"]
     with torch.no_grad():
         # identical up to float summation order (AdaLoRA saves only the ranks it kept: smaller matmuls)
-        torch.testing.assert_close(model(**inputs).logits, reloaded(**inputs).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(scores(model(**inputs)), scores(reloaded(**inputs)), atol=1e-5, rtol=0)
 
 
 def test_every_method_file_is_in_the_matrix():
@@ -129,16 +157,17 @@ def test_every_method_file_is_in_the_matrix():
 def test_refusals_are_one_line_with_advice():
     from pipeline import methods
 
-    assert "gradient (activation) checkpointing" in methods.refusal("prefix", "gpt2", {"gradient_checkpointing": True})
-    assert methods.refusal("prefix", "gpt2") is None
-    assert "CUDA" in methods.refusal("qlora", "gpt2") or "bitsandbytes" in methods.refusal("qlora", "gpt2")
+    assert "gradient (activation) checkpointing" in methods.refusal("prefix", "generation",
+                                                                    {"gradient_checkpointing": True})
+    assert methods.refusal("prefix", "generation") is None
+    assert "CUDA" in methods.refusal("qlora", "generation") or "bitsandbytes" in methods.refusal("qlora", "generation")
 
 
 def test_readme_table_is_the_tested_matrix():
     from pipeline.methods import compatibility_table
 
-    assert compatibility_table() in (ROOT / "README.md").read_text(), \
-        "README compatibility table is stale: paste `python -m pipeline.methods` into README.md"
+    assert compatibility_table() in (ROOT / "docs" / "methods.md").read_text(), \
+        "docs/methods.md compatibility table is stale: paste `python -m pipeline.methods` into it"
 
 
 def test_method_keys_reach_the_peft_config():
@@ -146,20 +175,22 @@ def test_method_keys_reach_the_peft_config():
     from pipeline.families import get_family
 
     cfg = compose(["recipe=bert-ner", "method=lora", "method.r=16", "method.targets=attention+mlp"])
-    pc = methods.peft_config(cfg.method, get_family("bert"), "ner", total_steps=10)
+    ner = task_of("ner")
+    pc = methods.peft_config(cfg.method, get_family("bert"), ner.peft_task_type, ner.head_names, total_steps=10)
     assert pc.r == 16 and set(pc.target_modules) == {"query", "value", "intermediate.dense", "output.dense"}
-    model = methods.apply(compose(["method=lora", "method.targets=all-linear"]).method, tiny_model("bert"),
-                          get_family("bert"), SimpleNamespace(name="ner"))
+    model = methods.apply(compose(["method=lora", "method.targets=all-linear"]).method, tiny_model("ner"),
+                          get_family("bert"), ner)
     assert type(model.base_model.model.classifier).__name__ == "ModulesToSaveWrapper"  # trained whole, not LoRA
     assert hasattr(model.base_model.model.bert.encoder.layer[0].output.dense, "lora_A")  # all linear layers
     with pytest.raises(Exception, match="not LoraConfig fields"):
-        methods.peft_config(compose(["method=lora", "+method.rank=4"]).method, get_family("bert"), "ner", 10)
+        methods.peft_config(compose(["method=lora", "+method.rank=4"]).method, get_family("bert"),
+                            ner.peft_task_type, ner.head_names, 10)
 
 
 def test_freeze_trains_head_and_last_layers():
     from pipeline import methods
 
-    model = methods.freeze(tiny_model("bert"), "ner", last_layers=1)
+    model = methods.freeze(tiny_model("ner"), task_of("ner").head_names, last_layers=1)
     names = {n.split(".")[0] + "." + ".".join(n.split(".")[2:4]) for n, p in model.named_parameters() if p.requires_grad}
     assert any(n.startswith("classifier") for n in names)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad and "encoder.layer" in n]

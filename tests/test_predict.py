@@ -74,11 +74,11 @@ def test_generation_returns_text_and_seed_repeats(runs):
     from pipeline.predict import Predictor
 
     p = Predictor(runs["generation"])
-    a = p.predict(["To be or not", "the old", ""], seed=3, do_sample=True, max_new_tokens=8)
-    b = p.predict(["To be or not", "the old", ""], seed=3, do_sample=True, max_new_tokens=8)
+    a = p.predict(["To be or not", "the old", ""], seed=3, generation={"do_sample": True, "max_new_tokens": 8})
+    b = p.predict(["To be or not", "the old", ""], seed=3, generation={"do_sample": True, "max_new_tokens": 8})
     assert a == b and len(a) == 3 and all(isinstance(t, str) and t.strip() for t in a)
-    greedy = p.predict(["To be or not"], do_sample=False, max_new_tokens=6)
-    assert greedy == p.predict(["To be or not"], do_sample=False, max_new_tokens=6)
+    greedy = p.predict(["To be or not"], generation={"do_sample": False, "max_new_tokens": 6})
+    assert greedy == p.predict(["To be or not"], generation={"do_sample": False, "max_new_tokens": 6})
 
 
 def test_summarization_matches_the_evaluate_stage_samples(runs):
@@ -104,14 +104,14 @@ def test_batch_files_round_trip(runs, tmp_path):
     got = [json.loads(l) for l in (tmp_path / "summaries.jsonl").read_text().splitlines()]
     assert [(r["id"], r["dialogue"]) for r in got] == list(enumerate(docs * 3))
     assert all(isinstance(r["summary"], str) for r in got)
-    assert "summarize:" in out.stderr  # the progress bar (3 batches)
+    assert "summarization:" in out.stderr  # the progress bar (3 batches)
 
 
 def test_ner_csv_and_text_files(ner, tmp_path):
     from pipeline.predict import read_inputs, write_outputs
 
     (tmp_path / "in.txt").write_text("\n".join(SENTENCES) + "\n\n")
-    rows = read_inputs(str(tmp_path / "in.txt"), "ner", None)
+    rows = read_inputs(str(tmp_path / "in.txt"), ner.task, None)
     preds = ner.predict([r.pop("_input") for r in rows])
     write_outputs([{**r, "entities": p} for r, p in zip(rows, preds)], str(tmp_path / "out.csv"))
     with open(tmp_path / "out.csv", newline="") as f:

@@ -5,7 +5,13 @@ import json
 import pytest
 
 from conftest import SHARED_DATA, compose, needs_shared_data, run_pipeline
-from pipeline.data import load_raw
+from pipeline.data import load_raw as load_raw_dropped
+
+
+def load_raw(data, task_name, seed):
+    from pipeline.tasks import get_task
+
+    return load_raw_dropped(data, get_task(compose([f"task={task_name}"])), seed)[0]
 
 pytestmark = [needs_shared_data, pytest.mark.shared_data]
 

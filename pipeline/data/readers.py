@@ -22,8 +22,9 @@ def data_files(cfg) -> dict:
     return files
 
 
-def infer_source(cfg, task_name: str) -> str:
-    """source=auto: synthetic when nothing is given, conll for .txt NER files, else by extension, else hub."""
+def infer_source(cfg, task) -> str:
+    """source=auto: synthetic when nothing is given, else by the files' extension (a .txt file holds what the task
+    says: plain text, or CoNLL columns for word-tagging tasks), else hub."""
     if cfg.source != "auto":
         return cfg.source
     files = [cfg.get(k) for k in SPLIT_KEYS.values() if cfg.get(k)]
@@ -31,7 +32,7 @@ def infer_source(cfg, task_name: str) -> str:
         kind = EXTENSIONS.get(Path(files[0]).suffix.lower())
         if kind is None:
             raise DataError(f"cannot tell the format of {files[0]}; set data.source=conll|json|csv|text")
-        return "conll" if (kind == "text" and task_name == "ner") else kind
+        return task.text_file_format if kind == "text" else kind
     return "hub" if cfg.get("path") else "synthetic"
 
 

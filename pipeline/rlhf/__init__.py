@@ -30,8 +30,11 @@ def validate(cfg) -> None:
     if rl.algorithm not in ALGORITHMS:
         raise ConfigError(f"rlhf.algorithm={rl.algorithm}: use one of {list(ALGORITHMS)}")
     needs_policy = rl.algorithm != "reward" or rl.reward.init == "policy"
-    if needs_policy and not rl.policy_path and cfg.task.name != "generation":
-        raise ConfigError(f"rlhf={rl.algorithm} needs a causal LM policy: use task=generation with a decoder model, "
+    from pipeline.tasks import task_class, tasks_for_arch
+
+    if needs_policy and not rl.policy_path and task_class(str(cfg.task.name)).auto_class != "AutoModelForCausalLM":
+        raise ConfigError(f"rlhf={rl.algorithm} needs a causal LM policy: use task="
+                          f"{'|'.join(tasks_for_arch('decoder'))} with a decoder model, "
                           f"or rlhf.policy_path=<run>/model")
     if rl.algorithm in ("grpo", "rloo"):
         batch = int(rl.trainer.per_device_train_batch_size) * int(rl.trainer.get("gradient_accumulation_steps", 1))
@@ -84,7 +87,7 @@ def run_rlhf(r) -> dict:
     needs_policy = cfg.rlhf.algorithm != "reward" or cfg.rlhf.reward.init == "policy"
     if policy_path is None and needs_policy:
         policy_path = save_model(unwrap(r.trainer), r.tokenizer, Path(r.run_dir) / "sft" / "model")
-    return run_steps(cfg, r.run_dir, policy_path, infer_source(cfg.data, cfg.task.name))
+    return run_steps(cfg, r.run_dir, policy_path, infer_source(cfg.data, r.task))
 
 
 def run_alone(cfg, run_dir: Path) -> dict:

@@ -80,9 +80,7 @@ def peft_config(cfg, family_name: str, task_type: str):
     from pipeline.families import get_family
     from pipeline.methods import peft_config as method_peft_config
 
-    config = method_peft_config(cfg.method, get_family(family_name), "generation", total_steps=None)
-    config.task_type = task_type
-    return config
+    return method_peft_config(cfg.method, get_family(family_name), task_type, (), total_steps=None)
 
 
 def family_of(path: str) -> str:

@@ -1,18 +1,43 @@
-"""Tasks: the main axis of variation. ``get_task(cfg)`` returns the object the stages call; no stage branches on
-the task name. Each module defines the Auto model class, preprocessing, collator, metrics and trainer class."""
+"""Tasks: the main axis of variation. A task is one module here (a ``Task`` subclass named by ``TASK_CLASS``) plus
+``conf/task/<name>.yaml``; modules are found by listing this package, so adding a task edits nothing else. Stages
+and commands ask the task object (``get_task(cfg)``) and never branch on its name."""
 
 from __future__ import annotations
 
+import functools
 import importlib
+import pkgutil
 
 from pipeline.errors import ConfigError
 
-TASK_MODULES = {"ner": "pipeline.tasks.ner", "generation": "pipeline.tasks.generation",
-                "summarization": "pipeline.tasks.summarization"}
+_NOT_TASKS = {"base", "seq2seq"}  # shared code, not tasks
+
+
+@functools.lru_cache(maxsize=None)
+def task_classes() -> dict:
+    """{task name: Task subclass} for every task module of this package."""
+    out = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_") or info.name in _NOT_TASKS:
+            continue
+        cls = getattr(importlib.import_module(f"{__name__}.{info.name}"), "TASK_CLASS", None)
+        if cls is not None:
+            out[cls.name] = cls
+    order = ("encoder", "decoder", "encoder-decoder")
+    return dict(sorted(out.items(), key=lambda kv: (order.index(kv[1].archs[0]), kv[0])))
+
+
+def task_class(name: str):
+    classes = task_classes()
+    if name not in classes:
+        raise ConfigError(f"task={name} is not known; use one of {sorted(classes)}")
+    return classes[name]
 
 
 def get_task(cfg):
-    name = cfg.task.name
-    if name not in TASK_MODULES:
-        raise ConfigError(f"task={name} is not known; use one of {sorted(TASK_MODULES)}")
-    return importlib.import_module(TASK_MODULES[name]).TASK_CLASS(cfg)
+    return task_class(str(cfg.task.name))(cfg)
+
+
+def tasks_for_arch(arch: str) -> list[str]:
+    """Names of the tasks a family architecture (encoder | decoder | encoder-decoder) can do."""
+    return [name for name, cls in task_classes().items() if arch in cls.archs]

@@ -1,18 +1,104 @@
-"""The interface every task implements. Stages call only these methods."""
+"""The interface every task implements. Stages and commands call only these attributes and methods, so everything
+about a task (its columns and row checks, generated data, Auto class, PEFT task type and heads, preprocessing,
+collator, metrics, generation, inference for ``finetune-predict`` and the model card's pipeline tag) lives in its
+module, ``pipeline/tasks/<name>.py``, plus ``conf/task/<name>.yaml``. ``docs/adding-a-task.md`` walks through one.
+"""
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
+
+
+def batches(items: list, size: int, progress: bool, desc: str):
+    """``items`` in chunks of ``size``, with a progress bar on stderr when there are several (inference)."""
+    from tqdm.auto import tqdm
+
+    starts = range(0, len(items), size)
+    bar = tqdm(starts, desc=desc, unit="batch", disable=not progress or len(starts) < 2, file=sys.stderr)
+    for i in bar:
+        yield items[i:i + size]
+
+
+@dataclass
+class Config:
+    """Keys every ``conf/task/<name>.yaml`` has; each task's ``Config`` extends this (the typed schema the config is
+    validated against before any work)."""
+    name: str = ""
+    metric: str = "loss"              # eval_<metric> selects the best checkpoint (metric_for_best_model)
+    greater_is_better: bool = False
+    report_metric: str | None = None  # the headline test_<metric> of reports (default: metric)
+
 
 class Task:
-    name: str = ""
+    # -- facts (class attributes) ------------------------------------------------------------------------------
+    name: str = ""                        # task.name in conf/task/<name>.yaml
+    Config = Config                       # typed schema of the task's config keys
+    archs: tuple = ()                     # family architectures that can do it: encoder | decoder | encoder-decoder
     auto_class: str = ""                  # transformers Auto class used to load / build the model
-    columns: tuple = ()                   # canonical raw columns (pipeline/data)
+    peft_task_type: str = ""              # peft.TaskType of adapters for it
+    pipeline_tag: str = ""                # the Hub's pipeline tag (model card)
+    card_metric_type: str = ""            # the metric's name on the Hub card (e.g. seqeval, rouge)
+    columns: tuple = ()                   # canonical raw columns (data.columns.<canonical>=<yours> renames)
+    optional_columns: tuple = ()          # canonical columns that may be absent
+    text_file_format: str = "text"        # what a .txt data file holds for this task (conll for word/tag columns)
+    head_names: tuple = ()                # new task head modules: trained whole and saved with adapters; () = LM head
+    replaces_head: bool = False           # a checkpoint's own head is replaced (ignore_mismatched_sizes)
+    pretokenized: bool = False            # inputs are pre-split words (byte-level BPE needs add_prefix_space)
+    length_keys: tuple = ()               # task config keys bounded by the model's positions (check.post_load)
+    input_fields: tuple = ("text",)       # what finetune-predict reads per input (first: --text)
+    input_aliases: dict = {}              # other column names accepted for an input field in --file
+    output_field: str = ""                # what finetune-predict writes per input
+    cli_options: dict = {}                # finetune-predict options of this task: {name: argparse kwargs}
+    virtual_token_note: str = ""          # compatibility-table note when prompt-type methods need glue here
 
     def __init__(self, cfg):
         self.cfg = cfg
         self.tcfg = cfg.task
 
+    # A task is pickled when datasets hashes a function that uses it (the cache key of `map` / `filter`) and when it
+    # sends such a function to worker processes (data.num_proc). An OmegaConf node does not hash the same in two
+    # processes, so the state is the plain values of the config groups a task reads: the same settings give the same
+    # cache key in every run, and an unrelated change (the learning rate) keeps the tokenised data cached.
+    _STATE_GROUPS = ("task", "model", "data", "seed", "do_eval")
+
+    def __getstate__(self):
+        from omegaconf import OmegaConf
+
+        state = {k: v for k, v in self.__dict__.items() if k not in ("cfg", "tcfg")}
+        state["cfg"] = {k: OmegaConf.to_container(self.cfg[k], resolve=True) if OmegaConf.is_config(self.cfg[k])
+                        else self.cfg[k] for k in self._STATE_GROUPS if k in self.cfg}
+        return state
+
+    def __setstate__(self, state):
+        from omegaconf import OmegaConf
+
+        self.__dict__.update(state)
+        self.cfg = OmegaConf.create(state["cfg"])
+        self.tcfg = self.cfg.task
+
+    @property
+    def report_metric(self) -> str:
+        return str(self.tcfg.get("report_metric") or self.tcfg.metric)
+
     # -- data --------------------------------------------------------------------------------------------------
+    def synthetic_row(self, rng, split: str) -> dict:
+        """One generated row with the canonical columns (debug=smoke, tests, the quickstart)."""
+        raise NotImplementedError
+
+    def raw_rows(self, split: str, d):
+        """Reshape one raw split before its canonical columns are selected (e.g. flatten a nested field)."""
+        return d
+
+    def clean(self, split: str, d):
+        """Check and filter one raw split: returns (dataset, {reason: rows dropped}). Malformed data that cannot be
+        fixed by dropping rows raises DataError. Default: rows whose canonical columns are not non-empty strings are
+        dropped."""
+        from pipeline.data.checks import drop_rows
+
+        return drop_rows(d, self.columns, lambda row: all(isinstance(row[c], str) and row[c].strip()
+                                                          for c in self.columns), "empty or non-string text")
+
     def prepare(self, raw) -> None:
         """Look at the raw data once (e.g. collect the label set) before the model is built."""
 
@@ -28,6 +114,21 @@ class Task:
     def model_kwargs(self) -> dict:
         """Extra config kwargs for the Auto class (e.g. the label maps)."""
         return {}
+
+    @classmethod
+    def adapt(self, tokenizer, model) -> None:
+        """After the tokenizer and model are loaded, before preprocessing: what the task adds to them (e.g. special
+        tokens and the embeddings resized to them)."""
+
+    @classmethod
+    def refuse_method(cls, method_cfg, family) -> str | None:
+        """Why a method cannot work on this task (one line: why; use what instead), or None. Called before any data
+        or weights are loaded."""
+        return None
+
+    def virtual_tokens(self, collator, num_virtual_tokens: int):
+        """Prompt-type methods put ``n`` virtual tokens before the input: the collator that keeps labels in line."""
+        return collator
 
     # -- training ----------------------------------------------------------------------------------------------
     def collator(self, tokenizer, model):
@@ -54,14 +155,39 @@ class Task:
                 "preprocess_logits_for_metrics": self.preprocess_logits_for_metrics()}
 
     # -- evaluation --------------------------------------------------------------------------------------------
+    def evaluate(self, trainer, raw_split, tokenized_split, prefix: str) -> dict:
+        """Metrics of one split (``eval_*`` / ``test_*``) from the model's predictions on it."""
+        return self.postprocess_metrics(trainer.evaluate(eval_dataset=tokenized_split, metric_key_prefix=prefix),
+                                        prefix)
+
     def postprocess_metrics(self, metrics: dict, prefix: str) -> dict:
         return metrics
 
     def samples(self, trainer, tokenizer, raw_split, tokenized_split, n: int) -> list[dict]:
-        """A few predictions / generations written to samples.jsonl."""
+        """A few predictions / generations written to samples.jsonl (with the code path of finetune-predict)."""
         return []
 
     def tokens_per_sample(self, tokenized_split) -> float:
         """Mean non-padding tokens per training sample (for tokens/s)."""
         lengths = [len(x) for x in tokenized_split["input_ids"]]
         return sum(lengths) / max(1, len(lengths))
+
+    # -- inference (finetune-predict) --------------------------------------------------------------------------
+    def generation_settings(self, overrides: dict | None = None) -> dict:
+        """The task's ``generation`` block with command-line overrides (None values ignored); greedy / beam search
+        drops the sampling knobs (transformers warns about them)."""
+        from omegaconf import OmegaConf
+
+        block = self.tcfg.generation if "generation" in self.tcfg else {}
+        gen = OmegaConf.to_container(block, resolve=True) if not isinstance(block, dict) else dict(block)
+        gen.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        if not gen.get("do_sample", False):
+            for key in ("temperature", "top_p", "top_k"):
+                gen.pop(key, None)
+        return gen
+
+    def predict(self, model, tokenizer, rows: list[dict], batch_size: int = 8, progress: bool = False,
+                generation: dict | None = None, **options) -> list:
+        """One output per input row (a dict holding ``input_fields``). ``generation``: overrides of the task's
+        generation settings; ``options``: the task's own inference options (others are ignored)."""
+        raise NotImplementedError

@@ -4,9 +4,14 @@ needed during training). EOS keeps its label, so the model learns where document
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
+from omegaconf import MISSING
+
+from pipeline.data import synthetic as gen
 from pipeline.errors import DataError
-from pipeline.tasks.base import Task
+from pipeline.tasks import base
+from pipeline.tasks.base import Task, batches
 
 
 def group_texts(input_ids: list[list[int]], block_size: int) -> list[list[int]]:
@@ -25,10 +30,32 @@ def model_max_positions(model) -> int | None:
     return None
 
 
+@dataclass
+class Config(base.Config):
+    block_size: int = MISSING
+    prompt_tokens: int = MISSING
+    generation: dict = field(default_factory=dict)
+
+
 class GenerationTask(Task):
     name = "generation"
+    Config = Config
+    archs = ("decoder",)
     auto_class = "AutoModelForCausalLM"
+    peft_task_type = "CAUSAL_LM"
+    pipeline_tag = "text-generation"
+    card_metric_type = "perplexity"
     columns = ("text",)
+    input_fields = ("prompt",)
+    input_aliases = {"prompt": ("text",)}
+    output_field = "completion"
+
+    def synthetic_row(self, rng, split):
+        sents = []
+        for _ in range(rng.randint(3, 6)):
+            a, v, t = rng.choice(gen.ANIMAL), rng.choice(gen.VERB), rng.choice(gen.THING)
+            sents.append(f"The {rng.choice(gen.ADJ)} {a} {v} the {t} near the {rng.choice(gen.THING)}.")
+        return {"text": " ".join(sents)}
 
     def tokenizer_corpus(self, raw):
         return iter(raw["train"]["text"])
@@ -77,12 +104,33 @@ class GenerationTask(Task):
         return metrics
 
     def samples(self, trainer, tokenizer, raw_split, tokenized_split, n):
-        from pipeline.predict import generate_from_ids  # the code path of finetune-predict
-
         texts = raw_split["text"][:n]
         prompts = [ids[: self.tcfg.prompt_tokens] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-        completions = generate_from_ids(trainer.model.eval(), tokenizer, prompts, dict(self.tcfg.generation))
+        completions = generate_from_ids(trainer.model.eval(), tokenizer, prompts, self.generation_settings())
         return [{"prompt": tokenizer.decode(p), "completion": c} for p, c in zip(prompts, completions)]
+
+    def predict(self, model, tokenizer, rows, batch_size=8, progress=False, generation=None, **options):
+        ids = tokenizer([str(r["prompt"]) for r in rows], add_special_tokens=False)["input_ids"]
+        return generate_from_ids(model, tokenizer, ids, self.generation_settings(generation), batch_size, progress)
+
+
+def generate_from_ids(model, tokenizer, input_ids: list[list[int]], gen: dict, batch_size: int = 8,
+                      progress: bool = False) -> list[str]:
+    """Decoder LM: continue each prompt (token ids), left-padded batches; returns only the new text."""
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    rows = [ids or [start] for ids in input_ids]  # an empty prompt starts from BOS
+    out = []
+    for chunk in batches(rows, batch_size, progress, "generate"):
+        width = max(len(r) for r in chunk)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in chunk], device=model.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in chunk], device=model.device)
+        with torch.no_grad():
+            seq = model.generate(input_ids=ids, attention_mask=mask, pad_token_id=pad, **gen)
+        out.extend(tokenizer.batch_decode(seq[:, width:], skip_special_tokens=True))
+    return out
 
 
 TASK_CLASS = GenerationTask

@@ -2,8 +2,28 @@
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
+from omegaconf import MISSING
+
+from pipeline.data import synthetic as gen
 from pipeline.errors import DataError
-from pipeline.tasks.base import Task
+from pipeline.tasks import base
+from pipeline.tasks.base import Task, batches
+
+TEMPLATES = [  # the last 30% (pool()) are held out: test sentences have shapes training never shows
+    "{PER} visited {LOC} on Monday .", "{ORG} hired {PER} as chief executive .",
+    "The {MISC} delegation met {PER} in {LOC} .", "{PER} said {ORG} would open an office in {LOC} .",
+    "Shares of {ORG} fell 3 percent in {LOC} trading .", "{PER} won the {MISC} title after beating {PER} .",
+    "Officials in {LOC} confirmed that {ORG} had signed the deal .", "{PER} , a spokesman for {ORG} , declined to comment .",
+    "Police in {LOC} arrested two men on Tuesday .", "The {MISC} team arrived in {LOC} late on Sunday .",
+    "{ORG} and {ORG} agreed to merge , {PER} told reporters .", "Rain stopped play in {LOC} .",
+    "{PER} will fly to {LOC} next week to meet {PER} .", "Nothing else happened on the day .",
+    "The results were published by {ORG} in {LOC} .", "It was the first {MISC} victory for {PER} since 1998 .",
+    "In {LOC} , {PER} told the {MISC} press that {ORG} was ready .", "{ORG} fined {PER} for a breach of rules .",
+    "Fans in {LOC} celebrated the {MISC} win late into the night .", "{PER} left {ORG} after ten years .",
+]
 
 
 def sort_labels(tags) -> list[str]:
@@ -29,10 +49,61 @@ def align_labels(word_ids, word_labels, label_all_tokens=False, b_to_i=None) -> 
     return out
 
 
+@dataclass
+class Config(base.Config):
+    max_length: int = MISSING
+    label_all_tokens: bool = MISSING
+
+
 class NerTask(Task):
     name = "ner"
+    Config = Config
+    archs = ("encoder",)
     auto_class = "AutoModelForTokenClassification"
+    peft_task_type = "TOKEN_CLS"
+    pipeline_tag = "token-classification"
+    card_metric_type = "seqeval"
     columns = ("tokens", "tags")
+    text_file_format = "conll"
+    head_names = ("classifier", "score")
+    replaces_head = True
+    pretokenized = True
+    length_keys = ("max_length",)
+    input_fields = ("text",)
+    input_aliases = {"text": ("sentence", "tokens")}
+    output_field = "entities"
+    cli_options = {"aggregation": dict(default="first", choices=["first", "simple", "average", "max"],
+                                       help="how sub-word predictions become word labels (default first: a word "
+                                            "takes its first sub-word's label, the one trained on)")}
+    virtual_token_note = "labels left-padded"
+
+    # -- data --------------------------------------------------------------------------------------------------
+    def synthetic_row(self, rng, split):
+        tokens, tags = [], []
+        pools = {"ORG": gen.ORG, "LOC": gen.LOC, "MISC": gen.MISC}
+        for word in rng.choice(gen.pool(TEMPLATES, split)).split():
+            if word.startswith("{") and word.endswith("}"):
+                kind = word[1:-1]
+                words = (gen.name(rng, split) if kind == "PER" else rng.choice(gen.pool(pools[kind], split))).split()
+                tokens += words
+                tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(words) - 1)
+            else:
+                tokens.append(word)
+                tags.append("O")
+        return {"tokens": tokens, "tags": tags}
+
+    def clean(self, split, d):
+        """Words and tags must be lists of strings of equal length (an error naming the row otherwise); empty
+        sentences are dropped and counted."""
+        from pipeline.data.checks import drop_rows, string_lists
+
+        string_lists(d, split, self.columns)
+        bad = [i for i, (t, g) in enumerate(zip(d["tokens"], d["tags"])) if len(t) != len(g)]
+        if bad:
+            raise DataError(f"split '{split}' row {bad[0]}: {len(d[bad[0]]['tokens'])} tokens but "
+                            f"{len(d[bad[0]]['tags'])} tags ({len(bad)} rows like this); every token needs "
+                            f"exactly one tag")
+        return drop_rows(d, ("tokens",), lambda row: len(row["tokens"]) > 0, "empty sentence")
 
     def prepare(self, raw):
         self.labels = sort_labels(t for row in raw["train"]["tags"] for t in row)
@@ -93,10 +164,53 @@ class NerTask(Task):
 
         return compute
 
+    def virtual_tokens(self, collator, num_virtual_tokens):
+        return LeftPadLabels(collator, num_virtual_tokens)
+
     def samples(self, trainer, tokenizer, raw_split, tokenized_split, n):
         out = trainer.predict(tokenized_split.select(range(min(n, len(tokenized_split)))), metric_key_prefix="s")
         preds, refs = self.decode(out.predictions, out.label_ids)
         return [{"tokens": raw_split[i]["tokens"], "gold": refs[i], "predicted": preds[i]} for i in range(len(preds))]
+
+    # -- inference ---------------------------------------------------------------------------------------------
+    def predict(self, model, tokenizer, rows, batch_size=16, progress=False, generation=None, aggregation="first",
+                **options):
+        """Entity spans per text: ``{"entity", "word", "start", "end", "score"}`` with ``text[start:end] == word``.
+        Sub-word predictions are aggregated by the token-classification pipeline (``first``: a word takes the label
+        of its first sub-word, the one trained on); long texts are read in overlapping windows."""
+        from transformers import pipeline
+
+        texts = [" ".join(r["text"]) if isinstance(r["text"], list) else str(r["text"]) for r in rows]
+        limit = getattr(model.config, "max_position_embeddings", None) or int(self.tcfg.max_length)
+        tokenizer.model_max_length = min(int(self.tcfg.max_length), int(limit))
+        nlp = pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy=aggregation,
+                       device=model.device, stride=tokenizer.model_max_length // 4)
+        out = []
+        with warnings.catch_warnings():  # byte-level BPE has no "##" marks: the pipeline says it uses a heuristic
+            warnings.filterwarnings("ignore", message="Tokenizer does not support real words")
+            for chunk in batches(texts, batch_size, progress, self.name):
+                for text, ents in zip(chunk, nlp(chunk, batch_size=batch_size)):
+                    out.append([{"entity": e["entity_group"], "word": text[e["start"]:e["end"]],
+                                 "start": int(e["start"]), "end": int(e["end"]), "score": round(float(e["score"]), 4)}
+                                for e in ents])
+        return out
+
+
+class LeftPadLabels:
+    """Prompt tuning / P-tuning put ``n`` virtual tokens before the input; token-classification logits then have
+    ``n`` more positions than the labels. Left-pad the labels with -100 (ignored by loss and metrics)."""
+
+    def __init__(self, collator, num_virtual_tokens: int):
+        self.collator, self.n = collator, int(num_virtual_tokens)
+
+    def __call__(self, features):
+        import torch
+
+        batch = self.collator(features)
+        if "labels" in batch:
+            labels = batch["labels"]
+            batch["labels"] = torch.cat([labels.new_full((labels.shape[0], self.n), -100), labels], dim=1)
+        return batch
 
 
 def flatten_seqeval(result: dict) -> dict:

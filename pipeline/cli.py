@@ -16,10 +16,10 @@ import hydra
 from omegaconf import DictConfig
 
 from pipeline import distributed
+from pipeline.sweep import FAILED_JOBS  # a sweep's failed jobs, counted from their status.json (sweep.SweepJobs)
 
 log = logging.getLogger("pipeline")
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # editable install: the repo's conf/
-FAILED_JOBS: list[Path] = []  # sweep jobs that failed; the sweep goes on, then the command exits 1
 
 
 def _prepare_env() -> None:
@@ -27,6 +27,9 @@ def _prepare_env() -> None:
         os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")  # evaluate ignores HF_HUB_OFFLINE
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from pipeline.sweep import quiet_schema_notice
+
+    quiet_schema_notice()  # our submitit_* launcher configs replace the plugin's on purpose
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -49,6 +52,10 @@ def _app(cfg: DictConfig) -> float | None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     raise_on_sigterm()  # preemption: status.json says failed, the lock is released
+    if os.environ.get("SUBMITIT_EXECUTOR"):  # a submitit sweep job: its preemption signal checkpoints + requeues
+        from pipeline import cluster
+
+        cluster.install_signal_handlers(run_dir)
     write_status(run_dir, "running")
     from pipeline import console, tracking
 
@@ -58,6 +65,10 @@ def _app(cfg: DictConfig) -> float | None:
     except BaseException as e:
         from pipeline.guards import user_error  # OOM, disk full, a PipelineError wrapped by datasets / Trainer
 
+        cluster = sys.modules.get("pipeline.cluster")  # loaded in submitit jobs only
+        if isinstance(e, SystemExit) and cluster is not None and cluster.requeued():
+            write_status(run_dir, "requeued", **cluster.requeue_facts())
+            raise  # submitit requeued the job: it continues in this run directory from the checkpoint
         tracking.fail()  # an open MLflow / W&B run is closed as failed
 
         err = e if isinstance(e, PipelineError) else user_error(e, cfg, run_dir)
@@ -67,7 +78,6 @@ def _app(cfg: DictConfig) -> float | None:
         if isinstance(e, Exception) and not full_errors and sweep:
             # a sweep goes on to its other jobs; status.json and the sweep's comparison report list this failure
             log.error("error: %s: %s", run_dir.name, err or f"{type(e).__name__}: {e}", exc_info=err is None)
-            FAILED_JOBS.append(run_dir)
             return None
         if err is None or full_errors:
             raise
@@ -77,7 +87,7 @@ def _app(cfg: DictConfig) -> float | None:
         lock.__exit__(None, None, None)
     write_status(run_dir, "completed")
     console.finish(cfg, metrics, run_dir, metrics.get("hub_url"))  # summary table + one line, main process only
-    return metrics.get(f"test_{cfg.task.metric}")
+    return metrics.get(f"eval_{cfg.task.metric}")  # a sweep's objective: the validation metric, never a test one
 
 
 def main() -> None:

@@ -1,10 +1,16 @@
 """``finetune-compare DIR... [--out DIR]``: one report from any set of finished (or failed) runs.
 
 Scans the directories recursively for run directories (a ``metrics.json`` or ``status.json``) and writes
-comparison.md / .csv / .json / .png: per family, a table sorted by the task metric (failed runs last, with their
-error), the metric against trainable parameters (log x), train time and peak memory with the Pareto front marked,
-and the train / eval loss curves of every run. It also runs at the end of every ``--multirun`` sweep
-(``CompareOnMultirunEnd``, a Hydra callback in conf/hydra/default.yaml).
+comparison.md / .csv / .json / .png and comparison.html (one self-contained page: sortable tables, the plots inline,
+failed runs with their errors, an Optuna study's history and parameter importances when the folder holds one):
+per family, a table sorted by the task metric (failed runs last, with their error), the metric against trainable
+parameters (log x), train time and peak memory with the Pareto front marked, and the train / eval loss curves of
+every run. It also runs at the end of every ``--multirun`` sweep (``CompareOnMultirunEnd``, a Hydra callback in
+conf/hydra/default.yaml).
+
+Each run's headline metric and direction come from its own .hydra/config.yaml: ``test_<task.report_metric>`` when
+the task config names one (generation: perplexity, while ``task.metric`` loss selects checkpoints), else
+``test_<task.metric>``; larger is better when ``task.greater_is_better``. No task is named here.
 """
 
 from __future__ import annotations
@@ -62,11 +68,21 @@ def loss_history(run: Path) -> list[dict]:
     return _json(states[-1]).get("log_history", []) if states else []
 
 
+def headline(cfg: dict) -> tuple[str, bool]:
+    """(metric key, larger is better) of a run from its config: ``test_<task.report_metric or task.metric>`` and
+    ``task.greater_is_better``. A run without a readable config: test_loss, smaller better."""
+    task = cfg.get("task") or {}
+    name = task.get("report_metric") or task.get("metric") or "loss"
+    return f"test_{name}", bool(task.get("greater_is_better", False))
+
+
 def read_run(run: Path, root: Path) -> dict:
-    m, status, cfg = _json(run / "metrics.json"), _json(run / "status.json"), _hydra_cfg(run)
+    from pipeline.lock import read_status
+
+    m, cfg = _json(run / "metrics.json"), _hydra_cfg(run)
+    status = read_status(run) if (run / "status.json").is_file() else {}
     task = m.get("task") or cfg.get("task", {}).get("name", "?")
-    tcfg = cfg.get("task", {})  # the run's own task config: its headline metric and direction
-    metric = f"test_{tcfg.get('report_metric') or tcfg.get('metric', 'loss')}"
+    metric, greater = headline(cfg)  # the run's own task config: its headline metric and direction
     total = m.get("total_params")
     row = {
         "run": str(run.relative_to(root)),
@@ -81,8 +97,8 @@ def read_run(run: Path, root: Path) -> dict:
         "peak_mem_mb": m.get("peak_gpu_mem_mb") or m.get("peak_rss_mb"),
         "model_mb": m["model_bytes"] / 2 ** 20 if "model_bytes" in m else None,
         "eval_loss": m.get("eval_loss"), "learning_rate": _learning_rate(cfg),
-        "greater_is_better": bool(tcfg.get("greater_is_better", False)),
-        "error": status.get("error", "") if status.get("status") == "failed" else "",
+        "greater_is_better": greater,
+        "error": status.get("error", "") if status.get("status") in ("failed", "died") else "",
     }
     if row["status"] == "completed" and not m:
         row["status"] = "incomplete"
@@ -97,14 +113,22 @@ def _learning_rate(cfg: dict) -> float | None:
         return None
 
 
+def _short_run(run: str) -> str:
+    """A sweep job's folder without its override list: ``sweep/3-lr=...,seed=1`` -> ``sweep/3``."""
+    parent, _, name = run.rpartition("/")
+    head = name.split("-", 1)[0]
+    return f"{parent}/{head}" if parent else head
+
+
 def _labels(group: list[dict]) -> None:
     """Plot / table label: the method, with the learning rate (or the run) where a method appears twice."""
     for r in group:
         twins = [o for o in group if o["method"] == r["method"]]
         lrs = {o["learning_rate"] for o in twins}
+        shorts = {_short_run(o["run"]) for o in twins}
         r["label"] = r["method"] if len(twins) == 1 else (
             f"{r['method']} lr={r['learning_rate']:g}" if len(lrs) == len(twins) and None not in lrs
-            else f"{r['method']} ({r['run']})")
+            else f"{r['method']} ({_short_run(r['run']) if len(shorts) == len(twins) else r['run']})")
 
 
 def sections(rows: list[dict]) -> dict:
@@ -160,7 +184,8 @@ def markdown(secs: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
-def plot(secs: dict, histories: dict, path: Path) -> None:
+def figure(secs: dict, histories: dict):
+    """One row of plots per section: the metric against each cost (Pareto front marked), and the loss curves."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -196,6 +221,13 @@ def plot(secs: dict, histories: dict, path: Path) -> None:
         if ax.lines:
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: curves stay visible
     fig.tight_layout()
+    return fig
+
+
+def plot(secs: dict, histories: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = figure(secs, histories)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -216,8 +248,14 @@ def compare(dirs, out=None) -> dict:
         writer.writerows(r for g in secs.values() for r in g)
     (out / "comparison.json").write_text(json.dumps(
         {"sections": [{"family": fam, "task": task, "runs": g} for (fam, task), g in secs.items()]}, indent=2))
-    plot(secs or {("none", "none"): []}, {r["run"]: loss_history(p) for r, p in zip(rows, runs)},
-         out / "comparison.png")
+    histories = {r["run"]: loss_history(p) for r, p in zip(rows, runs)}
+    plot(secs or {("none", "none"): []}, histories, out / "comparison.png")
+    from pipeline import html_report
+
+    study = next((s for s in map(html_report.optuna_results, dirs) if s), None)  # optuna.json of a search
+    links = {r["run"]: os.path.relpath(p / "report.html", out) for r, p in zip(rows, runs)
+             if (p / "report.html").is_file()}
+    html_report.write_atomic(out / "comparison.html", html_report.comparison_page(secs, histories, study, links))
     return secs
 
 
@@ -233,9 +271,9 @@ def main(argv=None) -> None:
     secs = compare(args.dirs, args.out)
     out = Path(args.out or args.dirs[0])
     n = sum(len(g) for g in secs.values())
-    failed = sum(r["status"] == "failed" for g in secs.values() for r in g)
+    failed = sum(r["status"] in ("failed", "died") for g in secs.values() for r in g)
     print((out / "comparison.md").read_text())
-    print(f"{n} runs ({failed} failed): {out / 'comparison.md'} .csv .json .png")
+    print(f"{n} runs ({failed} failed): {out / 'comparison.md'} .csv .json .png .html")
 
 
 try:  # Hydra is a dependency; the callback is referenced from conf/hydra/default.yaml
@@ -258,7 +296,7 @@ class CompareOnMultirunEnd(Callback):
         except Exception as e:  # a report problem must not turn a finished sweep into a failure
             log.warning("comparison of %s failed: %s: %s", sweep_dir, type(e).__name__, e)
             return
-        failed = [r for g in secs.values() for r in g if r["status"] == "failed"]
+        failed = [r for g in secs.values() for r in g if r["status"] in ("failed", "died")]
         print(f"comparison: {sweep_dir / 'comparison.md'} ({sum(map(len, secs.values()))} runs, "
               f"{len(failed)} failed)", file=sys.stderr if failed else sys.stdout)
 

@@ -54,7 +54,7 @@ class Run:
 
 def setup(r: Run) -> None:
     """check -> data -> model -> method -> trainer."""
-    from pipeline import callbacks, check, console, guards, methods, models, resume, tracking, train
+    from pipeline import callbacks, check, cluster, console, guards, methods, models, resume, tracking, train
     from pipeline.data import load_raw
     from pipeline.families import get_family
     from pipeline.tasks import get_task
@@ -84,6 +84,7 @@ def setup(r: Run) -> None:
     r.trainer = train.build_trainer(cfg, r.task, r.model, r.tokenizer, r.tokenized, args)
     callbacks.attach(r.trainer, r.task)  # PEFT glue: AdaLoRA budget, label padding for virtual tokens
     guards.install(r.trainer)  # COMPLETE marker per checkpoint, stop on NaN/inf loss
+    cluster.attach(r.trainer)  # submitit jobs: preemption signal -> checkpoint at the step's end -> requeue
     console.quiet_trainer(r.trainer, cfg)  # quiet=true: no per-step log prints either
 
 
@@ -128,6 +129,9 @@ def report_stage(r: Run) -> None:
         m["model_bytes"] = sum(f.stat().st_size for f in (r.run_dir / "model").rglob("*") if f.is_file())
         write_json_atomic(r.run_dir / "log_history.json", r.trainer.state.log_history)  # loss curves (compare)
         write_json_atomic(r.run_dir / "metrics.json", m)
+        from pipeline.html_report import write_run_report
+
+        write_run_report(r.run_dir, m, r.cfg, command)  # report.html: metrics, loss curves, samples, config
 
 
 def publish_stage(r: Run) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from pipeline import distributed
+from pipeline import distributed, early_stopping
 from pipeline.errors import ConfigError
 
 
@@ -25,6 +25,7 @@ def training_args(cfg, task, run_dir: Path):
     if fields.get("report_to") in ("none", None, [], ["none"]):
         fields["report_to"] = "none"  # TensorBoard's folder is set per run by tracking.setup
     fields.pop("group_order", None)  # pipeline key, read by build_trainer (pipeline/sampling.py)
+    early_stopping.training_fields(fields, cfg)  # pops early_stopping_*; checks eval / save / best-model settings
     fields = distributed.training_fields(fields)  # pops global_batch_size; use_cpu for multi-process CPU (gloo)
     try:
         return args_class(**fields)
@@ -60,6 +61,7 @@ def build_trainer(cfg, task, model, tokenizer, datasets, args):
                             eval_dataset=datasets["validation"] if cfg.do_eval else None,
                             processing_class=tokenizer, **task.trainer_kwargs(tokenizer, model))
     throughput.attach(trainer)  # tokens processed / useful, pad fraction, tokens/s (pipeline/throughput.py)
+    early_stopping.attach(trainer, cfg)  # trainer.early_stopping_patience: transformers' EarlyStoppingCallback
     return trainer
 
 
@@ -67,4 +69,4 @@ def train(trainer, resume_from_checkpoint=None) -> dict:
     from pipeline import throughput
 
     result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    return {**result.metrics, **throughput.facts(trainer)}
+    return {**result.metrics, **throughput.facts(trainer), **early_stopping.facts(trainer)}

@@ -79,9 +79,10 @@ def page(title: str, body: str) -> str:
             f"<body><h1>{esc(title)}</h1>\n{body}\n<script>{SCRIPT}</script></body></html>\n")
 
 
-def table(head: list[str], rows: list[list], sortable: bool = True, row_class: list[str] | None = None) -> str:
+def table(head: list[str], rows: list[list], sortable: bool = True, row_class: list[str] | None = None,
+          kind: str = "") -> str:
     """``rows``: lists of cell values (a value, or (html, sort value) for a cell that is already HTML)."""
-    out = [f"<table class=\"{'sortable' if sortable else 'plain'}\"><thead><tr>"
+    out = [f"<table class=\"{'sortable' if sortable else 'plain'} {kind}\"><thead><tr>"
            + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead><tbody>"]
     for i, row in enumerate(rows):
         cls = f" class=\"{row_class[i]}\"" if row_class and row_class[i] else ""
@@ -152,7 +153,8 @@ def comparison_page(secs: dict, histories: dict, study: dict | None, links: dict
         rows = [[_run_cell(r, links) if key == "run" else r[key] for key, _ in RUN_COLUMNS] for r in group]
         parts += [f"<h2>{esc(family)} \u00b7 {esc(task)} \u00b7 {esc(metric)} ({better} is better)</h2>",
                   table([h or metric for _, h in RUN_COLUMNS], rows,
-                        row_class=["failed" if r["status"] in ("failed", "died") else "" for r in group]),
+                        row_class=["failed" if r["status"] in ("failed", "died") else "" for r in group],
+                        kind="runs"),
                   png(figure({(family, task): group}, histories), f"{family} {task}: metric against cost, losses")]
     if failed:
         parts.append("<h2>Failed runs</h2><ul>" + "".join(
@@ -203,7 +205,7 @@ def optuna_section(study: dict, links: dict) -> str:
     rows = [[t["number"], t["state"], t["value"], *[t["params"].get(k) for k in names],
              (esc(t.get("run_dir")), t.get("run_dir") or "")] for t in trials]
     parts.append("<h3>Trials</h3>" + table(["trial", "state", str(study.get("objective")), *names, "run"], rows,
-                                           row_class=["best" if t["number"] == best.get("number") else
+                                           kind="trials", row_class=["best" if t["number"] == best.get("number") else
                                                       "failed" if t["state"] == "fail" else "" for t in trials]))
     return "\n".join(parts)
 
@@ -266,6 +268,20 @@ def _samples(path: Path) -> list[dict]:
 def _short(value, limit: int = 600) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return text if len(text) <= limit else text[:limit] + " \u2026"
+
+
+def reproduce_command() -> str:
+    """The command that reruns this job: ``finetune`` + its task overrides (a sweep job's own, not the sweep's)."""
+    import shlex
+    import sys
+
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task)
+    except Exception:  # no Hydra context (run() called directly)
+        overrides = sys.argv[1:]
+    return "finetune " + " ".join(shlex.quote(str(o)) for o in overrides)
 
 
 def write_atomic(path: Path, text: str) -> None:

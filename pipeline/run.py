@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,14 +121,14 @@ def report_stage(r: Run) -> None:
     if r.trainer.is_world_process_zero():
         (partial / "training_args.bin").unlink(missing_ok=True)  # a pickle; the resolved config is in .hydra/
         callbacks.save_base(r.trainer.model, partial)  # PEFT: base/config.json (+ scratch base weights)
-        command = "finetune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        from pipeline.html_report import reproduce_command, write_run_report
+
+        command = reproduce_command()  # this job's overrides (a sweep job's own; submitit jobs have no argv)
         (partial / "README.md").write_text(report.model_card(r.cfg, m, command))
         publish_dir(partial, r.run_dir / "model")
         m["model_bytes"] = sum(f.stat().st_size for f in (r.run_dir / "model").rglob("*") if f.is_file())
         write_json_atomic(r.run_dir / "log_history.json", r.trainer.state.log_history)  # loss curves (compare)
         write_json_atomic(r.run_dir / "metrics.json", m)
-        from pipeline.html_report import write_run_report
-
         write_run_report(r.run_dir, m, r.cfg, command)  # report.html: metrics, loss curves, samples, config
 
 

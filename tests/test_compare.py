@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, compose, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def sweep(tmp_path_factory):
 
 
 def test_sweep_ends_with_one_report_per_family(sweep):
-    for name in ("comparison.md", "comparison.csv", "comparison.json", "comparison.png"):
+    for name in ("comparison.md", "comparison.csv", "comparison.json", "comparison.png", "comparison.html"):
         assert (sweep / name).stat().st_size > 0, name
     report = json.loads((sweep / "comparison.json").read_text())
     assert [(s["family"], s["task"]) for s in report["sections"]] == [
@@ -87,3 +88,26 @@ def test_loss_history_from_checkpoints(tmp_path):
         d.mkdir(parents=True)
         (d / "trainer_state.json").write_text(json.dumps({"log_history": [{"step": step, "loss": 1.0}]}))
     assert loss_history(tmp_path) == [{"step": 10, "loss": 1.0}]
+
+
+@pytest.mark.parametrize("recipe, headline", [("bert-ner", ("test_f1", True)),
+                                              ("gpt2-generation", ("test_perplexity", False)),
+                                              ("t5-summarization", ("test_rougeL", True))])
+def test_headline_metric_and_direction_come_from_the_runs_config(recipe, headline):
+    """test_<task.report_metric or task.metric>, larger better per task.greater_is_better: generation selects
+    checkpoints by loss and reports perplexity (task.report_metric), the same direction."""
+    from omegaconf import OmegaConf
+
+    from pipeline.compare import headline as of_config
+
+    assert of_config(OmegaConf.to_container(compose([f"recipe={recipe}"]))) == headline
+
+
+def test_report_modules_name_no_task():
+    """compare.py and html_report.py read metrics and directions from each run's config: no task is named there."""
+    tasks = [p.stem for p in (ROOT / "conf" / "task").glob("*.yaml")]
+    assert len(tasks) >= 3
+    for module in ("compare.py", "html_report.py"):
+        source = (ROOT / "pipeline" / module).read_text()
+        named = [t for t in tasks if re.search(rf"[\"']{re.escape(t)}[\"']", source)]
+        assert named == [], f"pipeline/{module} names the task(s) {named}"

@@ -45,6 +45,18 @@ def missing_plugin(target: str) -> str | None:
     return None
 
 
+def off_cluster(target: str) -> str | None:
+    """Why a SLURM launcher cannot submit from here (no sbatch / srun on PATH), else None."""
+    import shutil
+
+    if target.endswith(".SlurmLauncher"):
+        missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+        if missing:
+            return (f"{' and '.join(missing)} not found: submit from a SLURM login node, or run the jobs on this "
+                    f"machine with hydra/launcher=submitit_local")
+    return None
+
+
 def failed_runs(sweep_dir: Path, since: float = 0.0) -> list[Path]:
     """Run directories under ``sweep_dir`` whose status.json (written at or after ``since``) says failed or died
     (a job killed before it could record its end: no live process holds its lock)."""
@@ -69,7 +81,7 @@ class SweepJobs(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         for group in ("launcher", "sweeper"):
             target = str(config.hydra[group].get("_target_", ""))
-            why = missing_plugin(target)
+            why = missing_plugin(target) or off_cluster(target)
             if why:
                 print(f"error: hydra/{group}: {why}", file=sys.stderr)
                 sys.exit(2)

@@ -141,3 +141,45 @@ def test_missing_cluster_package_is_named_with_its_install_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "submitit" else real(name, *a))
     assert sweep.missing_plugin(target) == "submitit is not installed; pip install 'finetune-pipeline[cluster]'"
     assert sweep.missing_plugin("hydra._internal.core_plugins.basic_launcher.BasicLauncher") is None
+
+
+def compose_hydra(overrides: list[str]):
+    """The config with its hydra node."""
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.sweep import quiet_schema_notice
+
+    quiet_schema_notice()  # conf/hydra/launcher/ replaces the plugin's configs of the same name on purpose
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+def test_slurm_job_script_carries_the_launcher_settings(tmp_path, monkeypatch):
+    """The sbatch script submitit writes from conf/hydra/launcher/submitit_slurm.yaml (+ overrides): one rank per
+    GPU, the scheduler's USR2 signal_delay_s before the limit. ``srun`` is a stand-in so submitit builds its SLURM
+    executor off a cluster; nothing is submitted."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+
+    (tmp_path / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    cfg = compose_hydra(["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu", "name=ner",
+                         "hydra.launcher.gpus_per_node=4", "hydra.launcher.nodes=2", "hydra.launcher.timeout_min=90",
+                         f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    HydraConfig.instance().set_config(cfg)
+    executor = instantiate(cfg.hydra.launcher).executor()
+    script = executor._executor._make_submission_file_text("python -u -m submitit.core._submit X", "uid")
+    for line in ("--partition=gpu", "--nodes=2", "--gpus-per-node=4", "--ntasks-per-node=4", "--time=90",
+                 "--signal=USR2@120", "--job-name=finetune-ner"):
+        assert f"#SBATCH {line}\n" in script, line
+    assert f"{tmp_path / 'sweep'}/.submitit/%j" in script
+
+
+def test_slurm_launcher_off_a_cluster_is_refused_in_one_line(tmp_path):
+    r = run_cli(["--multirun", "hydra/launcher=submitit_slurm", "debug=smoke", f"hydra.sweep.dir={tmp_path}"],
+                env={"PATH": os.path.dirname(sys.executable)})
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["error: hydra/launcher: sbatch and srun not found: submit from a SLURM "
+                                             "login node, or run the jobs on this machine with "
+                                             "hydra/launcher=submitit_local"]

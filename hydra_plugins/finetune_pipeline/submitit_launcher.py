@@ -103,11 +103,10 @@ if _upstream is not None:
                                              _return_value=None))
             return returns
 
-        def _submit(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list:
-            """The upstream launcher's submission (executor from the config, one array job), without waiting."""
+        def executor(self):
+            """The submitit executor this launcher's config describes (the upstream launcher's mapping: shared keys
+            as they are, the others prefixed with the cluster name)."""
             import submitit
-            from hydra.core.singleton import Singleton
-            from hydra.core.utils import filter_overrides
             from omegaconf import OmegaConf
 
             params = dict(self.params)
@@ -119,6 +118,14 @@ if _upstream is not None:
             base = set(OmegaConf.structured(_upstream.BaseQueueConf).keys())
             executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v
                                           for k, v in params.items() if k not in init_keys})
+            return executor
+
+        def _submit(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list:
+            """Submit every job (one array job on SLURM) without waiting."""
+            from hydra.core.singleton import Singleton
+            from hydra.core.utils import filter_overrides
+
+            executor = self.executor()
             sweep_dir = Path(str(self.config.hydra.sweep.dir))
             sweep_dir.mkdir(parents=True, exist_ok=True)
             log.info("submitit '%s' sweep output dir: %s", self._EXECUTOR, sweep_dir)

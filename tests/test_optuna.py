@@ -1,7 +1,7 @@
 """``hydra/sweeper=optuna`` (hydra_plugins/finetune_pipeline/optuna_sweeper.py): search spaces parsed from Hydra's
 sweep syntax; a smoke study whose objective is each trial's validation metric (never the test metric), stored in
-SQLite in the sweep directory so that a second invocation continues it; trials interrupted by a killed search are
-closed as failed; the direction follows the task."""
+SQLite in the sweep directory so that a second invocation continues it (its trial run as a submitit job, with new
+parameters); trials interrupted by a killed search are closed as failed; the direction follows the task."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def study(tmp_path_factory):
     first = run_cli(args + [f"hydra.sweeper.n_trials={N_TRIALS}"])
     assert first.returncode == 0, first.stderr[-3000:]
     after_first = json.loads((out / "optuna.json").read_text())
-    second = run_cli(args + [f"hydra.sweeper.n_trials={N_TRIALS + 1}"])  # the same study, one trial more
+    # the same study, one trial more, as a cluster job (submitit's local executor)
+    second = run_cli(args + [f"hydra.sweeper.n_trials={N_TRIALS + 1}", "hydra/launcher=submitit_local"])
     assert second.returncode == 0, second.stderr[-3000:]
     return {"out": out, "first": after_first, "final": json.loads((out / "optuna.json").read_text()),
             "log": first.stdout + first.stderr + second.stdout + second.stderr}
@@ -51,6 +52,8 @@ def test_second_invocation_continues_the_stored_study(study):
     assert [t["number"] for t in study["first"]["trials"]] == list(range(N_TRIALS))
     assert [t["number"] for t in study["final"]["trials"]] == list(range(N_TRIALS + 1))
     assert study["final"]["trials"][:N_TRIALS] == study["first"]["trials"]  # earlier trials kept, not rerun
+    new = study["final"]["trials"][N_TRIALS]["params"]
+    assert all(new != t["params"] for t in study["first"]["trials"])  # not the first invocation's draws again
     assert sorted(p.name for p in study["out"].iterdir() if p.name.isdigit()) == ["0", "1", "2"]
     assert f"{N_TRIALS} of {N_TRIALS + 1} trials done" in study["log"]
     html = (study["out"] / "comparison.html").read_text()

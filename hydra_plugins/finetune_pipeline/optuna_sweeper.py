@@ -111,8 +111,6 @@ class OptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         import optuna
-        from hydra.utils import instantiate
-
         space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         for name in space.keys() & fixed.keys():
             del space[name]  # a value on the command line fixes a parameter of the search config
@@ -125,9 +123,9 @@ class OptunaSweeper(Sweeper):
         direction = self._direction()
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        sampler = instantiate(self.sampler) if hasattr(self.sampler, "items") else self.sampler  # Hydra built it
-        study = optuna.create_study(storage=self.storage, study_name=self.study_name, sampler=sampler,
-                                    direction=direction, load_if_exists=True)
+        study = optuna.create_study(storage=self.storage, study_name=self.study_name, direction=direction,
+                                    load_if_exists=True)
+        study.sampler = self._sampler(len(study.trials))
         if study.direction.name.lower() != direction:
             raise ValueError(f"study {study.study_name} in {self.storage} is {study.direction.name.lower()}d; this "
                              f"objective is {direction}d: use another study_name or hydra.sweep.dir")
@@ -153,6 +151,20 @@ class OptunaSweeper(Sweeper):
                     break
         finally:
             self._write_results(study, sweep_dir)
+
+    def _sampler(self, done: int):
+        """The configured sampler; a continued study's seeded sampler is seeded past the trials it holds (the same
+        seed again would draw the first invocation's random trials again)."""
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        if not self.sampler:
+            return None
+        conf = OmegaConf.to_container(self.sampler, resolve=True) if OmegaConf.is_config(self.sampler) \
+            else dict(self.sampler)
+        if done and conf.get("seed") is not None:
+            conf["seed"] = int(conf["seed"]) + done
+        return instantiate(conf)
 
     @staticmethod
     def _close_interrupted(study) -> None:

@@ -1,16 +1,11 @@
 """``finetune-compare DIR... [--out DIR]``: one report from any set of finished (or failed) runs.
 
 Scans the directories recursively for run directories (a ``metrics.json`` or ``status.json``) and writes
-comparison.md / .csv / .json / .png and comparison.html (one self-contained page: sortable tables, the plots inline,
-failed runs with their errors, an Optuna study's history and parameter importances when the folder holds one):
-per family, a table sorted by the task metric (failed runs last, with their error), the metric against trainable
-parameters (log x), train time and peak memory with the Pareto front marked, and the train / eval loss curves of
-every run. It also runs at the end of every ``--multirun`` sweep (``CompareOnMultirunEnd``, a Hydra callback in
-conf/hydra/default.yaml).
-
-Each run's headline metric and direction come from its own .hydra/config.yaml: ``test_<task.report_metric>`` when
-the task config names one (generation: perplexity, while ``task.metric`` loss selects checkpoints), else
-``test_<task.metric>``; larger is better when ``task.greater_is_better``. No task is named here.
+comparison.md / .csv / .json / .png / .html (pipeline/html_report.py): per family, a table sorted by the headline
+metric (failed runs last, with their error), the metric against trainable parameters (log x), train time and peak
+memory with the Pareto front marked, the train / eval loss curves, and an Optuna study when the folder holds one.
+It also runs at the end of every ``--multirun`` sweep (``CompareOnMultirunEnd``, conf/hydra/default.yaml).
+Each run's headline and direction come from its own .hydra/config.yaml (``headline``): no task is named here.
 """
 
 from __future__ import annotations

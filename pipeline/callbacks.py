@@ -1,5 +1,5 @@
 """Glue a PEFT method needs around the Trainer: AdaLoRA's rank budget step, the task's label glue for virtual
-tokens, the learning-rate scale of a method, and what is saved next to an adapter."""
+tokens, and what is saved next to an adapter."""
 
 from __future__ import annotations
 
@@ -22,17 +22,6 @@ class AdaLoraBudget(TrainerCallback):
 def peft_type(model) -> str | None:
     config = getattr(model, "active_peft_config", None)
     return None if config is None else str(getattr(config.peft_type, "value", config.peft_type))
-
-
-def scale_learning_rate(cfg) -> None:
-    """``trainer.learning_rate`` is tuned for full fine-tuning; a method may ask for ``lr_scale`` times it."""
-    scale = float(cfg.method.get("lr_scale") or 1.0)
-    if scale != 1.0:
-        lr = float(cfg.trainer.learning_rate) * scale
-        log.info("method=%s: learning rate %s x lr_scale %s = %s", cfg.method.name, cfg.trainer.learning_rate,
-                 scale, lr)
-        cfg.trainer.learning_rate = lr
-        cfg.method.lr_scale = 1.0  # applied once: a second run of the same cfg object keeps this rate
 
 
 def attach(trainer, task) -> None:

@@ -3,36 +3,51 @@
 from __future__ import annotations
 
 import os
+import re
 
 from pipeline.errors import ConfigError, ModelError
 from pipeline.families import check_task, get_family
 from pipeline.paths import resolve_pkg_path
 
+# Keys whose values are secrets: never in the config (it is written to the run directory), never in a model card
+# or a tracker's parameters (report.scrub).
+SECRET_KEY = re.compile(r"(^|[._-])(token|password|passwd|secret|api_?key|credentials?|auth)([._-]|$)", re.I)
+
 
 def validate(cfg) -> None:
+    """Cross-field checks of the config alone (pipeline/config.py ``resolve`` calls this; no files, no network)."""
     from pipeline.tasks import task_class
 
     family = get_family(cfg.model.family)
-    check_task(family, task_class(str(cfg.task.name)), cfg.model.name_or_path)
+    check_task(family, task_class(str(cfg.task.name)), cfg.model.name_or_path or f"a tiny {family.name}")
     from pipeline import methods
 
     methods.validate(cfg, family)  # method x family / trainer combinations that cannot work (methods.REFUSALS)
-    _check_model_source(cfg.model)
-    _number(cfg, "seed", int, where="")
     _check_trainer(cfg.trainer)
-    if cfg.trainer.get("hub_token"):  # .hydra/config.yaml, the model card and checkpoints would keep it
-        raise ConfigError("trainer.hub_token is set in the config, where it would be written to the run directory; "
-                          "remove it and export HF_TOKEN=... instead")
-    if cfg.data.source not in ("auto", "hub", "conll", "json", "csv", "text", "synthetic"):
-        raise ConfigError(f"data.source={cfg.data.source}: use auto, hub, conll, json, csv, text or synthetic")
-    from pipeline import hub, tracking
-
-    tracking.check(cfg)  # logger=mlflow / wandb: the package is installed
-    hub.check(cfg)  # hub.push=true: repo id, HF_TOKEN in the env, the Hub reachable (not HF_HUB_OFFLINE)
-    if cfg.get("rlhf"):  # the RLHF stage's own checks (pipeline/rlhf/), before the fine-tuning work
+    if cfg.model.init == "pretrained" and not cfg.model.get("name_or_path"):
+        raise ConfigError("model.init=pretrained needs model.name_or_path=<hub id, local folder or pkg://...>")
+    secret = next((k for k, v in (cfg.trainer or {}).items() if SECRET_KEY.search(str(k)) and v), None)
+    if secret:  # .hydra/config.yaml, the model card and checkpoints would keep it
+        raise ConfigError(f"trainer.{secret} is set in the config, where it would be written to the run directory; "
+                          f"remove it and export HF_TOKEN=... instead")
+    if cfg.get("rlhf"):  # the RLHF stage's own checks of its config (pipeline/rlhf/)
         from pipeline.rlhf import validate as validate_rlhf
 
         validate_rlhf(cfg)
+
+
+def environment(cfg) -> None:
+    """Checks of the machine before any heavy work: the model can be loaded from here, the tracker is installed, the
+    Hub is reachable for a push, the RLHF stage's model folders exist."""
+    _check_model_source(cfg.model)
+    from pipeline import hub, tracking
+
+    tracking.check(cfg)  # logger=mlflow / wandb: the package is installed
+    hub.check(cfg)  # hub.push=true: repo id, HF_TOKEN in the env, the Hub reachable, the repo's visibility
+    if cfg.get("rlhf"):  # the model folders the RLHF stage starts from
+        from pipeline.rlhf import check_paths
+
+        check_paths(cfg)
 
 
 def _looks_local(name: str) -> bool:
@@ -40,7 +55,7 @@ def _looks_local(name: str) -> bool:
 
 
 def _check_model_source(mcfg) -> None:
-    if mcfg.init == "scratch":
+    if mcfg.init == "scratch" or not mcfg.get("name_or_path"):
         return
     if mcfg.init != "pretrained":
         raise ConfigError(f"model.init={mcfg.init}: use pretrained or scratch")
@@ -81,32 +96,10 @@ def _check_safetensors(folder: str, mcfg) -> None:
                          f"you trust the source")
 
 
-def _number(node, key: str, kind, where: str = "trainer."):
-    """``node[key]`` as int / float, or one line naming the key (a typo like lr=3e-4x would be a ValueError)."""
-    try:
-        return kind(node[key])
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}{key}={node[key]!r} is not {'an integer' if kind is int else 'a number'}; "
-                          f"give {where}{key}=<{'integer' if kind is int else 'number'}>") from None
-
-
 def _check_trainer(t) -> None:
-    for key, kind in (("learning_rate", float), ("num_train_epochs", float), ("max_steps", int),
-                      ("per_device_train_batch_size", int), ("per_device_eval_batch_size", int),
-                      ("gradient_accumulation_steps", int), ("weight_decay", float), ("warmup_steps", float)):
-        if key in t:
-            _number(t, key, kind)
-    lr = float(t.learning_rate)
-    if not 0 < lr < 1:
-        raise ConfigError(f"trainer.learning_rate={lr} is out of range; use a value in (0, 1), e.g. 5e-5")
-    for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
-        if int(t[key]) < 1:
-            raise ConfigError(f"trainer.{key}={t[key]} must be >= 1")
+    """Cross-field checks of the trainer group (types and ranges of each field: pipeline/schema.py)."""
     if int(t.max_steps) <= 0 and float(t.num_train_epochs) <= 0:
         raise ConfigError("trainer.num_train_epochs must be > 0 (or set trainer.max_steps > 0)")
-    if t.get("group_order", "sorted") not in ("shuffled", "sorted"):
-        raise ConfigError(f"trainer.group_order={t.group_order!r}: use shuffled (length-grouped batches in random "
-                          "order) or sorted (transformers' long-to-short order within each mega-batch)")
 
 
 def post_load(cfg, task, model, tokenizer) -> None:

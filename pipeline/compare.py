@@ -51,7 +51,11 @@ def _hydra_cfg(run: Path) -> dict:
         return {}
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as e:  # a damaged config.yaml: the run is still listed, with what metrics.json says
+        log.warning("%s: unreadable (%s)", path, type(e).__name__)
+        return {}
 
 
 def loss_history(run: Path) -> list[dict]:
@@ -262,6 +266,13 @@ def main(argv=None) -> None:
     missing = [d for d in args.dirs if not Path(d).is_dir()]
     if missing:
         print(f"error: {missing[0]}: no such directory; give run directories or a multirun folder", file=sys.stderr)
+        sys.exit(2)
+    from pipeline.lock import unwritable_reason
+
+    why = unwritable_reason(args.out or args.dirs[0])
+    if why:
+        print(f"error: --out {args.out or args.dirs[0]}: cannot write the report there ({why}); give a writable "
+              f"folder with --out", file=sys.stderr)
         sys.exit(2)
     secs = compare(args.dirs, args.out)
     out = Path(args.out or args.dirs[0])

@@ -103,7 +103,14 @@ def main(argv=None) -> None:
 
     hf_logging.disable_progress_bar()
     try:
-        model_dir = model_dir_of(args.run_dir)
+        if args.out:
+            from pipeline.lock import unwritable_reason
+
+            why = "it is a file" if Path(args.out).expanduser().is_file() else unwritable_reason(args.out)
+            if why:
+                raise ConfigError(f"--out {args.out}: cannot write the merged model there ({why}); give a writable "
+                                  f"folder")
+        model_dir = model_dir_of(Path(args.run_dir).expanduser())
         if not args.merge:
             acfg = model_dir / "adapter_config.json"
             kind = f"{json.loads(acfg.read_text())['peft_type']} adapter" if acfg.is_file() else "full model"

@@ -2,7 +2,9 @@
 
 The token is read from the environment only (HF_TOKEN) and passed to huggingface_hub calls; it is never written
 to a file, the config, the card or a log. ``check`` runs before any heavy work so an offline machine, a missing
-token or repo id fails in one line before training, not after it.
+token or repo id, an invalid token, or ``hub.private=true`` for an existing public repository fails in one line
+before training, not after it. A push that fails after training leaves the run completed with model/ intact and
+prints the command that retries the upload (``retry_command``).
 """
 
 from __future__ import annotations
@@ -53,6 +55,31 @@ def check(cfg) -> None:
         why = "HF_TOKEN is not a valid token" if status == 401 else \
             f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
         raise ConfigError(f"hub.push=true but the Hub refused the check ({why}); {later}") from e
+    _check_visibility(cfg, later)
+
+
+def _check_visibility(cfg, later: str) -> None:
+    """hub.private=true (the default) and the repository already exists as a public one: the push would publish the
+    model. Refused before training."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    hub = cfg.hub
+    try:
+        info = HfApi(endpoint=_endpoint()).repo_info(str(hub.repo_id), token=_token())
+    except RepositoryNotFoundError:
+        return  # created private at the end of the run
+    except Exception as e:
+        raise ConfigError(f"hub.push=true but the Hub did not say whether {hub.repo_id} exists "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); {later}") from e
+    if hub.get("private", True) and info.private is False:
+        raise ConfigError(f"hub.private=true but {hub.repo_id} exists and is public: the push would publish this "
+                          f"model; push to it with hub.private=false, or give another hub.repo_id")
+
+
+def retry_command(cfg, run_dir: Path) -> str:
+    private = " --private" if (cfg.get("hub") or {}).get("private", True) else ""
+    return f"hf upload {cfg.hub.repo_id} {Path(run_dir) / 'model'} .{private}"
 
 
 def push(cfg, run_dir: Path) -> str | None:
@@ -67,3 +94,24 @@ def push(cfg, run_dir: Path) -> str | None:
     api.upload_folder(repo_id=str(hub.repo_id), folder_path=str(Path(run_dir) / "model"),
                       commit_message=f"finetune: {cfg.name} ({cfg.task.name}, {cfg.method.name})")
     return str(repo)
+
+
+def push_or_explain(cfg, run_dir: Path) -> dict:
+    """``push``; a failure (network, permissions, quota) does not undo the finished run: one line on stderr with
+    the command that retries the upload. Returns hub_url or hub_push_error for metrics.json."""
+    import logging
+    import sys
+
+    try:
+        url = push(cfg, run_dir)
+    except Exception as e:
+        why = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+        token = _token()
+        if token:
+            why = why.replace(token, "<HF_TOKEN>")
+        line = (f"hub push failed ({why}); the run is complete and {Path(run_dir) / 'model'} is intact; retry the "
+                f"upload with: {retry_command(cfg, run_dir)}")
+        logging.getLogger("pipeline").warning(line)
+        print(f"warning: {line}", file=sys.stderr)
+        return {"hub_push_error": why}
+    return {"hub_url": url} if url else {}

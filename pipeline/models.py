@@ -36,6 +36,28 @@ def load_tokenizer(mcfg, task):
         raise _load_error(str(mcfg.name_or_path), e) from e
 
 
+def named_tokenizer(mcfg, task):
+    """init=scratch with a named model: that model's tokenizer when it loads without the network (a local folder, a
+    cached hub id), else None (a tokenizer is trained on the data)."""
+    if not mcfg.get("name_or_path"):
+        return None
+    from transformers import AutoTokenizer
+
+    family = get_family(mcfg.family)
+    kwargs = {"add_prefix_space": True} if family.add_prefix_space and task.pretokenized else {}
+    try:
+        tok = AutoTokenizer.from_pretrained(os.path.expanduser(resolve_pkg_path(str(mcfg.name_or_path))),
+                                            revision=mcfg.revision, local_files_only=True,
+                                            trust_remote_code=bool(mcfg.trust_remote_code), **kwargs)
+    except Exception as e:  # not at hand offline: train one, as without a name
+        log.info("model.init=scratch: the tokenizer of %s is not loadable here (%s); training one on the data",
+                 mcfg.name_or_path, type(e).__name__)
+        return None
+    log.info("model.init=scratch: a tiny %s from config with the tokenizer of %s (%d tokens)", family.name,
+             mcfg.name_or_path, len(tok))
+    return tok
+
+
 def load(cfg, task, raw):
     """Returns (tokenizer, model). ``task.prepare(raw)`` must have run (label maps)."""
     import transformers
@@ -51,9 +73,11 @@ def load(cfg, task, raw):
     if mcfg.init == "scratch":
         from pipeline.scratch import build_config, train_tokenizer
 
-        tokenizer = train_tokenizer(family, task.tokenizer_corpus(raw), int(mcfg.scratch.vocab_size))
+        tokenizer = named_tokenizer(mcfg, task)
+        if tokenizer is None:
+            tokenizer = train_tokenizer(family, task.tokenizer_corpus(raw), int(mcfg.scratch.vocab_size))
         config = build_config(family, tokenizer, dict(mcfg.scratch), task.model_kwargs())
-        transformers.set_seed(int(cfg.seed))
+        transformers.set_seed(int(cfg.seed))  # right before every construction: the same weights for the same seed
         model = _with_attn_fallback(lambda **kw: auto.from_config(config, **kw), common)
     elif mcfg.init == "pretrained":
         tokenizer = load_tokenizer(mcfg, task)
@@ -70,6 +94,7 @@ def load(cfg, task, raw):
         kwargs.update(methods.load_kwargs(cfg.method))  # QLoRA: 4-bit base (check refused it without CUDA)
         if task.replaces_head:
             kwargs["ignore_mismatched_sizes"] = True  # a checkpoint's own task head is replaced by ours
+        transformers.set_seed(int(cfg.seed))  # the new task head's initial weights: the same for the same seed
         model = _with_attn_fallback(lambda **kw: auto.from_pretrained(path, **kwargs, **kw), common)
     else:
         raise ModelError(f"model.init={mcfg.init}: use pretrained or scratch")

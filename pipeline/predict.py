@@ -135,7 +135,14 @@ def read_inputs(path: str, task, column: str | None) -> list[dict]:
         raise DataError(f"--file {path}: no inputs in it")
     sources = {f: _column(rows, f, tuple(task.input_aliases.get(f, ())), column if i == 0 else None, path)
                for i, f in enumerate(task.input_fields)}
-    for row in rows:
+    for n, row in enumerate(rows, 1):
+        for f, src in sources.items():
+            value = row.get(src)
+            ok = isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, str) for v in value))
+            if not ok:
+                what = "no" if src not in row else f"a {type(value).__name__} in"
+                raise DataError(f"--file {path}: input {n} has {what} column '{src}' ({value!r:.40}); every input "
+                                f"needs text there")
         row["_input"] = {f: row[src] for f, src in sources.items()}
     return rows
 
@@ -213,6 +220,40 @@ def _text_rows(args, task) -> list[dict]:
     return [{**r, "_input": dict(r)} for r in rows]
 
 
+def check_args(args, gen: dict) -> None:
+    """The command's own values, before a model is loaded: one line each (exit 2), no traceback."""
+    import re
+
+    from pipeline import schema
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size={args.batch_size} must be >= 1")
+    if args.seed is not None and not 0 <= args.seed < 2 ** 32:
+        raise ConfigError(f"--seed={args.seed} must be in [0, 2**32)")
+    try:
+        schema.generation({k: v for k, v in gen.items() if v is not None}, "--")
+    except ConfigError as e:
+        raise ConfigError(re.sub(r"--(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(e))) from None
+    if args.device:
+        import torch
+
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            raise ConfigError(f"--device={args.device}: not a device; use cpu, cuda or cuda:<index>") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"--device={args.device}: no CUDA device is visible here; use --device cpu")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device={args.device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if args.out:
+        from pipeline.lock import unwritable_reason
+
+        out = Path(args.out).expanduser()
+        why = "it is a folder" if out.is_dir() else unwritable_reason(out.parent)
+        if why:
+            raise ConfigError(f"--out {args.out}: cannot write there ({why}); give a writable .jsonl or .csv path")
+
+
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     first, _ = build_parser().parse_known_args(argv)
@@ -229,13 +270,18 @@ def main(argv=None) -> None:
     if bool(args.texts) == bool(args.file):
         print("error: give --text/--prompt (repeatable) or --file, not both and not neither", file=sys.stderr)
         sys.exit(2)
+    gen = {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample, "temperature": args.temperature,
+           "top_p": args.top_p, "top_k": args.top_k, "num_beams": args.num_beams,
+           "length_penalty": args.length_penalty, "no_repeat_ngram_size": args.no_repeat_ngram_size}
+    try:
+        check_args(args, gen)
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
     try:
         rows = read_inputs(args.file, task, args.column) if args.file else _text_rows(args, task)
         predictor = Predictor(run_dir, device=args.device)
         quiet = args.quiet or os.environ.get("FINETUNE_QUIET") == "1"
-        gen = {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample, "temperature": args.temperature,
-               "top_p": args.top_p, "top_k": args.top_k, "num_beams": args.num_beams,
-               "length_penalty": args.length_penalty, "no_repeat_ngram_size": args.no_repeat_ngram_size}
         options = {name: getattr(args, f"option_{name}") for name in task.cli_options}
         preds = predictor.predict([r.pop("_input") for r in rows], batch_size=args.batch_size, progress=not quiet,
                                   seed=args.seed, generation=gen, **options)

@@ -76,7 +76,8 @@ def _hub_id(name: str) -> str | None:
 
 def model_card(cfg, metrics: dict, command: str, adapter: bool | None = None) -> str:
     """model/README.md in the Hub's format: YAML metadata (base_model, datasets, tags, model-index) and a body with
-    the base model, task, data, method, hyperparameters, every metric and the command that reproduces the run."""
+    the base model, task, data, method, hyperparameters, every metric and the command that reproduces the run.
+    Absolute local paths become ``<local>/<name>``, values of secret-named keys ``<redacted>`` (pipeline/scrub.py)."""
     from huggingface_hub import EvalResult, ModelCardData
     from omegaconf import OmegaConf
 
@@ -115,7 +116,9 @@ def model_card(cfg, metrics: dict, command: str, adapter: bool | None = None) ->
                      for k, v in sorted(metrics.items())
                      if k.startswith(("test_", "eval_", "train_")) and isinstance(v, (int, float)))
     load = "pipeline.export.load_model(model_dir)" if adapter else "AutoModelFor...from_pretrained(model_dir)"
-    return f"""---
+    from pipeline import scrub
+
+    return scrub.text(f"""---
 {meta.to_yaml()}
 ---
 # {cfg.name}: {cfg.model.family} fine-tuned for {task}
@@ -142,4 +145,4 @@ or in Python: `{load}`.
 ```
 {command}
 ```
-"""
+""")  # the card is published: no local paths, no secrets

@@ -80,15 +80,19 @@ def set_aside_incomplete(run_dir: Path) -> list[str]:
 def resolve(value, run_dir: Path, tidy: bool = True) -> str | None:
     """The checkpoint path to hand to ``Trainer.train(resume_from_checkpoint=...)``, or None for a fresh start.
 
+    No resume in a directory that already holds checkpoints is refused: a fresh run never mixes with them.
     ``resume=auto`` (or true): the newest complete checkpoint under ``<run dir>/checkpoints``; an error when there is
     none, since that almost always means hydra.run.dir does not point at the run to continue.
     ``resume=<path>``: that checkpoint folder, which must be complete.
     """
     run_dir = Path(run_dir)
     if value in (None, False, "", "none", "null"):
-        if all_checkpoints(run_dir):
-            log.warning("%s already holds checkpoints; this run starts from scratch and overwrites them (resume=auto "
-                        "continues instead)", checkpoints_dir(run_dir))
+        earlier = [c.name for c in all_checkpoints(run_dir)]
+        if earlier:  # a fresh run would mix its checkpoints with these; a later resume=auto could pick the wrong one
+            shown = ", ".join(earlier[:3]) + (f" and {len(earlier) - 3} more" if len(earlier) > 3 else "")
+            raise ConfigError(f"{checkpoints_dir(run_dir)} holds checkpoints of an earlier run ({shown}); continue "
+                              f"that run with resume=auto, or start fresh in another directory (hydra.run.dir=...) "
+                              f"or after deleting that folder")
         return None
     if value is True or str(value).lower() in ("auto", "true", "last"):
         ckpt = newest_complete(run_dir)

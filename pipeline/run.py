@@ -52,14 +52,15 @@ class Run:
 
 def setup(r: Run) -> None:
     """check -> data -> model -> method -> trainer."""
-    from pipeline import callbacks, check, cluster, console, guards, methods, models, resume, tracking, train
+    from pipeline import (callbacks, check, cluster, config, console, guards, methods, models, resume, scrub, tracking,
+                          train)
     from pipeline.data import load_raw
     from pipeline.families import get_family
     from pipeline.tasks import get_task
 
-    cfg = r.cfg
-    check.validate(cfg)
-    distributed.configure(cfg)  # batch from trainer.global_batch_size; launcher settings agree with cfg.trainer
+    # checked, derived (batch plan, learning rate x method.lr_scale, auto speed-ups, ...), then read-only
+    cfg = r.cfg = config.resolve(r.cfg, r.run_dir)
+    check.environment(cfg)  # the model reachable from here, tracker installed, Hub reachable for a push
     r.resume = resume.resolve(cfg.get("resume"), r.run_dir, tidy=is_main_process())
     r.task = get_task(cfg)
     r.raw, dropped = load_raw(cfg.data, r.task, int(cfg.seed))
@@ -71,15 +72,17 @@ def setup(r: Run) -> None:
     r.task.adapt(r.tokenizer, r.model)
     check.post_load(cfg, r.task, r.model, r.tokenizer)
     t = time.time()
-    r.tokenized = r.task.preprocess(r.raw, r.tokenizer, r.model)
+    r.tokenized, cut = r.task.cut_counts(r.task.preprocess(r.raw, r.tokenizer, r.model))
     r.metrics["tokenize_seconds"] = time.time() - t
+    if cut:
+        r.metrics["data_truncated"] = cut  # {split: {what: examples (or tokens)}}
     r.model = methods.apply(cfg.method, r.model, get_family(cfg.model.family), r.task,
                             total_steps=methods.total_steps(cfg.trainer, len(r.tokenized["train"]), world_size()),
                             keep_base=cfg.model.init == "scratch")
-    callbacks.scale_learning_rate(cfg)  # method.lr_scale x trainer.learning_rate
     tracking.setup(cfg, r.run_dir)  # logger=: env for the Trainer's callbacks; MLflow/W&B run with the config
     args = train.training_args(cfg, r.task, r.run_dir)
     r.trainer = train.build_trainer(cfg, r.task, r.model, r.tokenizer, r.tokenized, args)
+    scrub.trainer_callbacks(r.trainer)  # trackers log TrainingArguments / model config without paths or secrets
     callbacks.attach(r.trainer, r.task)  # PEFT glue: AdaLoRA budget, label padding for virtual tokens
     guards.install(r.trainer)  # COMPLETE marker per checkpoint, stop on NaN/inf loss
     cluster.attach(r.trainer)  # submitit jobs: preemption signal -> checkpoint at the step's end -> requeue
@@ -138,9 +141,10 @@ def publish_stage(r: Run) -> None:
 
     if is_main_process():
         tracking.finish(r.cfg, r.run_dir, r.metrics)
-        url = hub.push(r.cfg, r.run_dir)
-        if url:
-            r.metrics["hub_url"] = url
+        pushed = hub.push_or_explain(r.cfg, r.run_dir)  # a failed upload leaves the run complete, says how to retry
+        if pushed:
+            r.metrics.update(pushed)
+            write_json_atomic(r.run_dir / "metrics.json", r.metrics)
 
 
 STAGES = (setup, train_stage, evaluate_stage, rlhf_stage, report_stage, publish_stage)

@@ -68,8 +68,9 @@ def _train_tokenizer(family: Family, texts, vocab_size: int):
         tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
         if "cls_token" in wrap:  # RoBERTa / BART: <s> A </s>
-            tok.post_processor = processors.RobertaProcessing(sep=("</s>", tok.token_to_id("</s>")),
-                                                              cls=("<s>", tok.token_to_id("<s>")))
+            # positional: tokenizers 0.23 renamed the keyword cls= to cls_token=
+            tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")),
+                                                              ("<s>", tok.token_to_id("<s>")))
         else:
             tok.post_processor = processors.ByteLevel(trim_offsets=False)
         if family.add_prefix_space:

@@ -39,7 +39,7 @@ def check(cfg) -> None:
 
 
 def flat_config(cfg) -> dict:
-    """The resolved config as ``{"a.b.c": value}`` (lists as strings)."""
+    """The resolved config as ``{"a.b.c": value}`` (lists as strings), absolute paths and secrets scrubbed."""
     from omegaconf import OmegaConf
 
     try:
@@ -56,7 +56,9 @@ def flat_config(cfg) -> dict:
             out[prefix[:-1]] = node if isinstance(node, (int, float, str, bool)) or node is None else str(node)
 
     walk(tree, "")
-    return out
+    from pipeline import scrub
+
+    return scrub.params(out)  # trackers are often shared: no local paths, no secrets
 
 
 def final_metrics(metrics: dict) -> dict:
@@ -89,6 +91,8 @@ def _mlflow_start(cfg, run_dir: Path) -> None:
         return
     import mlflow
 
+    from pipeline import scrub
+
     if mlflow.active_run() is not None:  # left open by a failed run earlier in this process (a sweep)
         mlflow.end_run(status="FAILED")
     mlflow.set_tracking_uri(uri)
@@ -99,8 +103,8 @@ def _mlflow_start(cfg, run_dir: Path) -> None:
     else:
         experiment_id = experiment.experiment_id
     mlflow.start_run(experiment_id=experiment_id, run_name=run_dir.name,
-                     tags={"task": str(cfg.task.name), "model": str(cfg.model.name_or_path),
-                           "method": str(cfg.method.name), "run_dir": str(run_dir)})
+                     tags=scrub.params({"task": str(cfg.task.name), "model": str(cfg.model.name_or_path),
+                                        "method": str(cfg.method.name), "run_dir": run_dir.name}))
     params = {f"cfg.{k}": str(v)[:1000] for k, v in flat_config(cfg).items()}
     items = list(params.items())
     for i in range(0, len(items), 100):  # MLflow takes at most 100 params per call
@@ -145,7 +149,9 @@ def finish(cfg, run_dir: Path, metrics: dict) -> None:
         if cfg.logger.get("log_artifacts", True):
             from omegaconf import OmegaConf
 
-            mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")  # the composed config, as .hydra/config.yaml
+            from pipeline import scrub
+
+            mlflow.log_text(scrub.text(OmegaConf.to_yaml(cfg)), "config.yaml")  # the resolved config, scrubbed
             for path in (run_dir / "metrics.json", run_dir / "model" / "README.md"):
                 if path.is_file():
                     mlflow.log_artifact(str(path))

@@ -19,7 +19,8 @@ def test_recipe_composes(recipe):
     cfg = compose([f"recipe={recipe}"])
     assert cfg.name and cfg.task.name in ("ner", "generation", "summarization")
     smoke = compose([f"recipe={recipe}", "debug=smoke"])
-    assert smoke.model.init == "scratch" and smoke.data.source == "synthetic"
+    assert smoke.model.init == "scratch" and smoke.model.name_or_path is None  # a tiny model of the recipe's family
+    assert not any(smoke.data.get(k) for k in ("path", "train_file", "validation_file", "test_file"))  # generated
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -50,3 +51,222 @@ def test_unknown_recipe_is_refused_by_hydra():
 def test_unknown_key_is_refused_by_hydra():
     r = run_cli(["trainer.not_a_field=1", "--cfg", "job"])
     assert r.returncode != 0 and "not_a_field" in r.stderr
+
+
+# -- the config resolved once (pipeline/config.py, pipeline/schema.py) ---------------------------------------------
+def _resolve(overrides, **kw):
+    from pipeline.config import resolve
+
+    return resolve(compose(overrides), **kw)
+
+
+def _bad_values(field, metadata, hint):
+    """(value, expected part of the message) of the wrong kinds for one schema field."""
+    import typing
+
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    base = typing.get_origin(args[0]) or args[0]
+    out = []
+    if base in (int, float):
+        out.append(("abc", "is not an integer" if base is int else "is not a number"))
+    if base is bool:
+        out.append(("maybe", "is not true or false"))
+    if base is dict:
+        out.append(("text", "is not a mapping"))
+    if "choices" in metadata:
+        out.append(("nope", "use one of"))
+    for op, delta in (("min", -1), ("gt", 0)):
+        if op in metadata and base in (int, float):
+            out.append((metadata[op] + delta, "is out of range"))
+    return out
+
+
+def _schema_cases():
+    """Every field of the pipeline's own schema with a wrong value, in the config that has that group."""
+    import dataclasses
+    import typing
+
+    from pipeline import schema
+    from pipeline.tasks import task_classes
+
+    groups = [(schema.Root, "", ["debug=smoke"]), (schema.Model, "model.", ["debug=smoke"]),
+              (schema.Data, "data.", ["debug=smoke"]), (schema.TrainerKeys, "trainer.", ["debug=smoke"]),
+              (schema.MethodKeys, "method.", ["debug=smoke", "method=lora"]),
+              (schema.Logger, "logger.", ["debug=smoke", "logger=wandb"]),
+              (schema.Rlhf, "rlhf.", ["recipe=gpt2-rlhf", "debug=smoke"])]
+    recipes = {"ner": "bert-ner", "generation": "gpt2-generation", "summarization": "t5-summarization"}
+    for name, cls in task_classes().items():
+        groups.append((cls.Config, "task.", [f"recipe={recipes.get(name, 'bert-ner')}", f"task={name}",
+                                             "debug=smoke"] if name not in recipes else
+                       [f"recipe={recipes[name]}", "debug=smoke"]))
+    cases = []
+
+    def walk(cls, prefix, base):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            if dataclasses.is_dataclass(hint):
+                walk(hint, f"{prefix}{f.name}.", base)
+                continue
+            for value, expected in _bad_values(f, dict(f.metadata), hint):
+                cases.append((base, f"{prefix}{f.name}", value, expected))
+
+    for cls, prefix, base in groups:
+        walk(cls, prefix, base)
+    return cases
+
+
+SCHEMA_CASES = _schema_cases()
+
+
+def test_schema_cases_cover_every_group():
+    keys = {key.split(".")[0] if "." in key else "root" for _, key, _, _ in SCHEMA_CASES}
+    assert {"root", "model", "data", "trainer", "method", "logger", "rlhf", "task"} <= keys
+    assert len(SCHEMA_CASES) > 60
+
+
+def test_every_own_key_with_a_wrong_value_is_one_line():
+    """Each field of the pipeline's own schema (pipeline/schema.py and every task's Config), given a value of the
+    wrong type, out of range, or not among its choices: resolve stops with one ConfigError line naming the key."""
+    from omegaconf import OmegaConf
+
+    from pipeline.config import resolve
+    from pipeline.errors import ConfigError
+
+    bases, problems = {}, []
+    for base, key, value, expected in SCHEMA_CASES:
+        cfg = bases.setdefault(tuple(base), compose(base)).copy()
+        if OmegaConf.select(cfg, key, default="<absent>") == "<absent>":
+            continue  # not a key of this config (e.g. a task size the task does not have)
+        OmegaConf.update(cfg, key, value, force_add=True)
+        try:
+            resolve(cfg)
+            problems.append(f"{key}={value!r}: accepted")
+        except ConfigError as e:
+            msg = str(e)
+            if "\n" in msg or key not in msg or expected not in msg:
+                problems.append(f"{key}={value!r}: {msg!r} (wanted {expected!r})")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("method,key,values", [
+    ("lora", "r", ("abc", 0, -3)), ("lora", "lora_alpha", ("abc", -3)), ("lora", "lora_dropout", ("x", 1.5, -0.1)),
+    ("ia3", "target_modules", (5, 2.5)), ("prompt", "num_virtual_tokens", ("ten", 0)), ("vera", "r", ("abc", -1)),
+    ("adalora", "init_r", ("abc", 0)), ("oft", "oft_block_size", ("abc",)), ("lora", "use_dora", ("maybe",)),
+])
+def test_peft_settings_of_the_wrong_type_are_one_line(method, key, values):
+    """method.* keys go to the PEFT config class, which does not check types itself (LoraConfig(r='abc') builds):
+    the pipeline checks them against the class's field types and ranges."""
+    from pipeline.errors import ConfigError
+
+    for value in values:
+        with pytest.raises(ConfigError, match=rf"^method\.{key}=") as e:
+            _resolve(["debug=smoke", f"method={method}", f"++method.{key}={value}"])
+        assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("trainer.num_train_epochs", "abc", "is not a number"), ("trainer.eval_strategy", "sometimes", "IntervalStrategy"),
+    ("trainer.per_device_eval_batch_size", 0, "out of range"), ("trainer.weight_decay", -1, "out of range"),
+    ("trainer.logging_steps", 0, "out of range"), ("trainer.bf16", "sometimes", "true or false"),
+    ("trainer.lr_scheduler_type", "wiggly", "SchedulerType"), ("trainer.save_total_limit", 0, "out of range"),
+    ("trainer.max_grad_norm", "x", "is not a number"), ("trainer.dataloader_num_workers", -1, "out of range"),
+])
+def test_trainer_fields_of_the_wrong_kind_are_one_line(key, value, expected):
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=expected) as e:
+        _resolve(["debug=smoke", f"{key}={value}"])
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("rlhf.trainer.learning_rate=abc", "rlhf.trainer.learning_rate='abc' is not a number"),
+    ("rlhf.reward.trainer.per_device_train_batch_size=0", "rlhf.reward.trainer.per_device_train_batch_size=0 is out"),
+    ("rlhf.generation.num_generations=3", "must be >= 2 and divide"),
+    ("rlhf.eval.max_new_tokens=0", "rlhf.eval.max_new_tokens=0 is out of range"),
+    ("rlhf.max_prompt_length=abc", "rlhf.max_prompt_length='abc' is not an integer"),
+    ("rlhf.data.prompt_template=no-prompt-here", "has no {prompt}"),
+])
+def test_rlhf_sizes_and_trl_settings_are_one_line(override, expected):
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        _resolve(["recipe=gpt2-rlhf", "debug=smoke", override])
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+def test_generation_settings_are_checked():
+    from pipeline.errors import ConfigError
+
+    for override, expected in (("task.generation.top_p=2", "top_p=2 is out of range"),
+                               ("task.generation.max_new_tokens=0", "max_new_tokens=0 is out of range"),
+                               ("+task.generation.nucleus=0.9", "not a generation setting"),
+                               ("task.generation.temperature=abc", "is not a number")):
+        with pytest.raises(ConfigError, match=expected):
+            _resolve(["recipe=gpt2-generation", "debug=smoke", override])
+
+
+def test_escapes_typed_on_the_command_line_become_characters():
+    """bash passes data.conll.separator='\\t' to Hydra as a backslash and a t; the resolved config holds a tab."""
+    cfg = compose(["data.conll.separator=\\t"])
+    assert cfg.data.conll.separator == "\\t"
+    assert _resolve(["data.conll.separator=\\t"]).data.conll.separator == "\t"
+    rl = _resolve(["recipe=gpt2-rlhf", "rlhf.data.response_marker=\\n\\nBot:"]).rlhf.data.response_marker
+    assert rl == "\n\nBot:"
+
+
+def test_tilde_in_paths_expands(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = _resolve(["data.train_file='~/data/train.jsonl'", "resume='~/runs/x/checkpoints/checkpoint-2'"])  # quoted: Hydra's grammar refuses a bare ~
+    assert cfg.data.train_file == f"{tmp_path}/data/train.jsonl" and cfg.resume.startswith(str(tmp_path))
+
+
+def test_local_files_win_over_the_recipe_hub_dataset():
+    cfg = _resolve(["recipe=bert-ner", "data.train_file=train.conll", "data.validation_file=dev.conll",
+                    "data.test_file=test.conll"])
+    assert cfg.data.source == "conll" and cfg.data.path == "lhoestq/conll2003"  # path kept, not used
+    assert _resolve(["recipe=t5-summarization", "data.train_file=my.jsonl"]).data.source == "json"
+    assert _resolve(["recipe=bert-ner"]).data.source == "hub"
+
+
+def test_resolved_config_is_read_only_and_resolving_twice_changes_nothing():
+    from omegaconf.errors import ReadonlyConfigError
+
+    cfg = _resolve(["recipe=bert-ner", "method=lora"])
+    with pytest.raises(ReadonlyConfigError):
+        cfg.trainer.learning_rate = 1.0
+    from pipeline.config import resolve
+
+    assert resolve(cfg) is cfg
+
+
+def test_finetune_and_finetune_rlhf_resolve_the_same_learning_rates():
+    """One step derives the effective learning rates (x method.lr_scale) for both commands: a LoRA policy trains
+    with the same rate whichever command runs the RLHF stage."""
+    overrides = ["recipe=gpt2-rlhf", "method=lora", "debug=smoke"]
+    a, b = _resolve(overrides), _resolve(overrides, stage="rlhf")
+    scale = compose(overrides).method.lr_scale
+    assert scale > 1
+    assert a.rlhf.trainer.learning_rate == b.rlhf.trainer.learning_rate == pytest.approx(1e-5 * scale)
+    assert a.rlhf.reward.trainer.learning_rate == b.rlhf.reward.trainer.learning_rate == pytest.approx(2e-5 * scale)
+    assert a.trainer.learning_rate == pytest.approx(3e-3 * scale)
+    from pipeline.rlhf.common import policy_config
+
+    assert policy_config(a, Path("x")).learning_rate == policy_config(b, Path("x")).learning_rate
+
+
+def test_batch_plan_and_auto_settings_are_resolved():
+    cfg = _resolve(["debug=smoke", "trainer.global_batch_size=64", "trainer.per_device_train_batch_size=16",
+                    "trainer.dataloader_pin_memory=auto", "trainer.tf32=auto"])  # one process here
+    assert (cfg.trainer.per_device_train_batch_size, cfg.trainer.gradient_accumulation_steps) == (16, 4)
+    assert cfg.trainer.dataloader_pin_memory in (True, False) and cfg.trainer.tf32 in (True, None)
+
+
+def test_smoke_keeps_named_files_and_model_and_drops_the_recipe_ones():
+    cfg = compose(["recipe=minilm-ner", "debug=smoke", "data.train_file=mine.conll", "model.name_or_path=/m"])
+    assert cfg.data.train_file == "mine.conll" and cfg.data.validation_file is None
+    assert cfg.model.name_or_path == "/m" and cfg.model.init == "scratch"
+    assert cfg.data.max_train_samples == cfg.data.synthetic.num_train  # your files: capped like generated data
+    plain = compose(["recipe=minilm-ner", "debug=smoke"])
+    assert plain.data.train_file is None and plain.model.name_or_path is None

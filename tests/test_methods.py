@@ -198,13 +198,13 @@ def test_freeze_trains_head_and_last_layers():
 
 
 def test_lr_scale_multiplies_trainer_lr():
-    from pipeline.callbacks import scale_learning_rate
+    from pipeline.config import resolve
 
     cfg = compose(["recipe=bert-ner", "method=lora"])
     scale = cfg.method.lr_scale
-    scale_learning_rate(cfg)
-    scale_learning_rate(cfg)  # idempotent
-    assert scale > 1 and cfg.trainer.learning_rate == pytest.approx(1e-4 * scale)
+    resolved = resolve(resolve(cfg))  # resolving a resolved config changes nothing
+    assert scale > 1 and resolved.trainer.learning_rate == pytest.approx(1e-4 * scale)
+    assert cfg.trainer.learning_rate == 1e-4  # the composed config is left as it was
 
 
 def test_refused_before_loading_the_model():

@@ -21,6 +21,7 @@ def load_raw(cfg, task, seed: int):
     import datasets
 
     source = infer_source(cfg, task)
+    _log_source(cfg, source)
     if source == "synthetic":
         from pipeline.data.synthetic import generate
 
@@ -55,6 +56,14 @@ def load_raw(cfg, task, seed: int):
     return ds, dropped
 
 
+def _log_source(cfg, source: str) -> None:
+    files = [f"{k.split('_')[0]}={cfg[k]}" for k in ("train_file", "validation_file", "test_file") if cfg.get(k)]
+    where = ", ".join(files) if files else f"data.path={cfg.path}" if source == "hub" else \
+        "generated (pipeline/data/synthetic.py; name files with data.train_file=...)"
+    unused = f"; data.path={cfg.path} not used: files named win" if files and cfg.get("path") else ""
+    log.info("data: source=%s: %s%s", source, where, unused)
+
+
 def _class_names(feature):
     """Label names of a ClassLabel column or of a list-of-ClassLabel column, else None."""
     import datasets
@@ -76,6 +85,10 @@ def _canonical_columns(ds, wanted: tuple, optional: tuple, mapping: dict):
         renames = {}
         for canon in wanted + optional:
             src = mapping.get(canon, canon)
+            if src not in d.column_names and canon in d.column_names:  # a mapping meant for another source (a
+                log.info("data: split '%s' has no column '%s' (data.columns.%s) but has '%s': using it", split, src,
+                         canon, canon)  # recipe's Hub dataset) and files in the canonical columns
+                src = canon
             if src not in d.column_names:
                 if canon in optional:
                     continue

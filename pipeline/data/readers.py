@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pipeline.config import unescape
 from pipeline.errors import DataError
 
 SPLIT_KEYS = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
@@ -12,8 +13,10 @@ EXTENSIONS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".txt": "text", 
 
 
 def data_files(cfg) -> dict:
-    files = {split: cfg[key] for split, key in SPLIT_KEYS.items() if cfg.get(key)}
+    files = {split: os.path.expanduser(str(cfg[key])) for split, key in SPLIT_KEYS.items() if cfg.get(key)}
     for split, path in files.items():
+        if os.path.isdir(path):
+            raise DataError(f"data.{SPLIT_KEYS[split]}={path} is a folder; give a file")
         if not os.path.isfile(path):
             raise DataError(f"data.{SPLIT_KEYS[split]}={path}: file not found (cwd {os.getcwd()}); "
                             f"give an existing path")
@@ -23,11 +26,13 @@ def data_files(cfg) -> dict:
 
 
 def infer_source(cfg, task) -> str:
-    """source=auto: synthetic when nothing is given, else by the files' extension (a .txt file holds what the task
-    says: plain text, or CoNLL columns for word-tagging tasks), else hub."""
-    if cfg.source != "auto":
-        return cfg.source
+    """The source the data is read from. Local files named win (over data.path, a recipe's Hub dataset, and over
+    generated data); their format is data.source when that names one, else it follows the extension (a .txt file
+    holds what the task says: plain text, or CoNLL columns for word-tagging tasks). Without files: data.path -> hub,
+    else synthetic."""
     files = [cfg.get(k) for k in SPLIT_KEYS.values() if cfg.get(k)]
+    if cfg.source not in ("auto", "hub", "synthetic") or (cfg.source != "auto" and not files):
+        return cfg.source
     if files:
         kind = EXTENSIONS.get(Path(files[0]).suffix.lower())
         if kind is None:
@@ -38,7 +43,7 @@ def infer_source(cfg, task) -> str:
 
 def _conll_rows(path: str, token_col: int, tag_col: int, sep):
     tokens, tags, width, rows = [], [], None, []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # a byte-order mark (Windows editors) is not part of a token
         for lineno, line in enumerate(f, 1):
             line = line.rstrip("\r\n")
             if not line.strip():
@@ -80,7 +85,9 @@ def read_conll(cfg, files: dict):
     out = {}
     for split, path in files.items():
         try:
-            rows = _conll_rows(path, cfg.conll.token_column, cfg.conll.tag_column, cfg.conll.separator)
+            sep = cfg.conll.separator
+            rows = _conll_rows(path, int(cfg.conll.token_column), int(cfg.conll.tag_column),
+                               unescape(sep) if isinstance(sep, str) else None)
         except UnicodeDecodeError as e:
             raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); convert it, e.g. "
                             f"iconv -f latin1 -t utf-8") from None
@@ -94,6 +101,7 @@ def read_files(kind: str, cfg, files: dict):
     import datasets
 
     kwargs = {"sample_by": cfg.text.sample_by} if kind == "text" else {}
+    kwargs["encoding"] = "utf-8-sig"  # a byte-order mark is stripped (the text reader would keep it in the text)
     out = {}
     for split, path in files.items():
         try:

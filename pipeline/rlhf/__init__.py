@@ -42,11 +42,18 @@ def validate(cfg) -> None:
             raise ConfigError(f"rlhf.generation.num_generations={rl.generation.num_generations} must be >= 2 and "
                               f"divide rlhf.trainer.per_device_train_batch_size x gradient_accumulation_steps "
                               f"({batch})")
-    for key in ("policy_path", "reward_path"):
-        if rl.get(key):
-            from pipeline.rlhf.common import check_model_dir
+    if "{prompt}" not in str(rl.data.prompt_template):
+        raise ConfigError(f"rlhf.data.prompt_template={rl.data.prompt_template!r} has no {{prompt}}; e.g. "
+                          f"rlhf.data.prompt_template='Question: {{prompt}} Answer:'")
 
-            check_model_dir(rl[key], key)
+
+def check_paths(cfg) -> None:
+    """The model folders the stage starts from exist (pipeline.check.environment)."""
+    from pipeline.rlhf.common import check_model_dir
+
+    for key in ("policy_path", "reward_path"):
+        if cfg.rlhf.get(key):
+            check_model_dir(cfg.rlhf[key], key)
 
 
 def run_steps(cfg, run_dir: Path, policy_path: str | None, run_data_source: str | None) -> dict:
@@ -99,6 +106,10 @@ def run_alone(cfg, run_dir: Path) -> dict:
 
     if not cfg.get("rlhf"):
         raise ConfigError("finetune-rlhf needs rlhf=<reward|grpo|rloo|dpo|kto|orpo>")
+    from pipeline.config import resolve
+
+    cfg = resolve(cfg, run_dir, stage="rlhf")  # as finetune does: learning rates x method.lr_scale, auto, ranges
+    check_paths(cfg)
     rl = cfg.rlhf
     if not rl.policy_path and (rl.algorithm != "reward" or rl.reward.init == "policy"):
         raise ConfigError(f"finetune-rlhf rlhf={rl.algorithm} needs rlhf.policy_path=<an earlier run>/model")

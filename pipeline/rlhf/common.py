@@ -49,14 +49,54 @@ def trl_args(config_class, fields, cfg, out_dir: Path, **extra):
     from pipeline.distributed import training_fields
 
     kwargs = training_fields(kwargs)  # several CPU processes: use_cpu=True (gloo DDP), no unused-parameter search
-    if uses_peft(cfg) and cfg.method.get("lr_scale"):  # as in fine-tuning: adapters take a larger step
-        kwargs["learning_rate"] = float(kwargs.get("learning_rate", 5e-5)) * float(cfg.method.lr_scale)
+    # learning_rate is the effective one: pipeline/config.py applied method.lr_scale (LoRA) when resolving the config
     try:
         return config_class(**kwargs)
     except TypeError as e:
         raise ConfigError(f"rlhf: {e} ({config_class.__name__} fields)") from e
     except ValueError as e:
         raise ConfigError(f"rlhf: {str(e).splitlines()[0]}") from e
+
+
+def policy_config(cfg, out_dir: Path, max_length: int | None = None):
+    """The TRL config of the policy step (rlhf.algorithm) with the stage's settings."""
+    rl, algorithm = cfg.rlhf, str(cfg.rlhf.algorithm)
+    if algorithm in ("grpo", "rloo"):
+        from trl import GRPOConfig, RLOOConfig
+
+        g = rl.generation
+        return trl_args(GRPOConfig if algorithm == "grpo" else RLOOConfig, rl.trainer, cfg, out_dir,
+                        beta=float(rl.beta), num_generations=int(g.num_generations),
+                        max_completion_length=int(g.max_completion_length), temperature=float(g.temperature))
+    if algorithm == "dpo":
+        from trl import DPOConfig as config_class
+    elif algorithm == "kto":
+        from trl import KTOConfig as config_class
+    else:
+        import os
+
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+        from trl.experimental.orpo import ORPOConfig as config_class
+    return trl_args(config_class, rl.trainer, cfg, out_dir, beta=float(rl.beta),
+                    max_length=int(max_length or rl.max_length))
+
+
+def reward_config(cfg, out_dir: Path, max_length: int | None = None, eos_token: str | None = None):
+    from trl import RewardConfig
+
+    extra = {"eos_token": eos_token} if eos_token else {}
+    return trl_args(RewardConfig, cfg.rlhf.reward.trainer, cfg, out_dir, max_length=int(max_length or
+                                                                                       cfg.rlhf.max_length), **extra)
+
+
+def trl_configs(cfg, run_dir: Path) -> None:
+    """The stage's TRL configs built once before any data or model work (pipeline/config.py): their own
+    validation runs then, not after the fine-tuning."""
+    rl = cfg.rlhf
+    if rl.algorithm in ("reward", "grpo", "rloo") and not rl.get("reward_path"):
+        reward_config(cfg, Path(run_dir) / "reward")
+    if rl.algorithm != "reward":
+        policy_config(cfg, Path(run_dir) / "policy")
 
 
 def uses_peft(cfg) -> bool:

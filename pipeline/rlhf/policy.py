@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline.errors import ConfigError
 from pipeline.rlhf import evaluate as ev
-from pipeline.rlhf.common import family_of, load_tokenizer, peft_config, save_model, trl_args, unwrap
+from pipeline.rlhf.common import family_of, load_tokenizer, peft_config, policy_config, save_model, unwrap
 
 log = logging.getLogger("pipeline.rlhf")
 ONLINE = ("grpo", "rloo")
@@ -17,17 +17,13 @@ OFFLINE = ("dpo", "kto", "orpo")
 
 
 def _online_trainer(algorithm, cfg, policy_path, tok, prompts, scorer, peft, out_dir):
-    rl = cfg.rlhf
     if algorithm == "grpo":
-        from trl import GRPOConfig as Config, GRPOTrainer as Trainer
+        from trl import GRPOTrainer as Trainer
     else:
-        from trl import RLOOConfig as Config, RLOOTrainer as Trainer
+        from trl import RLOOTrainer as Trainer
     import datasets
 
-    g = rl.generation
-    args = trl_args(Config, rl.trainer, cfg, out_dir, beta=float(rl.beta), num_generations=int(g.num_generations),
-                    max_completion_length=int(g.max_completion_length), temperature=float(g.temperature))
-    return Trainer(model=policy_path, reward_funcs=[scorer], args=args,
+    return Trainer(model=policy_path, reward_funcs=[scorer], args=policy_config(cfg, out_dir),
                    train_dataset=datasets.Dataset.from_dict({"prompt": prompts}), processing_class=tok,
                    peft_config=peft)
 
@@ -45,25 +41,18 @@ def kto_rows(pairs):
 
 
 def _offline_trainer(algorithm, cfg, policy_path, tok, train, peft, out_dir, max_length: int):
-    rl = cfg.rlhf
-    extra = {"beta": float(rl.beta), "max_length": max_length}
+    args = policy_config(cfg, out_dir, max_length)
     if algorithm == "dpo":
-        from trl import DPOConfig, DPOTrainer
+        from trl import DPOTrainer
 
-        args = trl_args(DPOConfig, rl.trainer, cfg, out_dir, **extra)
         return DPOTrainer(model=policy_path, args=args, train_dataset=train, processing_class=tok, peft_config=peft)
     if algorithm == "kto":
-        from trl import KTOConfig, KTOTrainer
+        from trl import KTOTrainer
 
-        args = trl_args(KTOConfig, rl.trainer, cfg, out_dir, **extra)
         return KTOTrainer(model=policy_path, args=args, train_dataset=kto_rows(train), processing_class=tok,
                           peft_config=peft)
-    import os
+    from trl.experimental.orpo import ORPOTrainer
 
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-
-    args = trl_args(ORPOConfig, rl.trainer, cfg, out_dir, **extra)
     return ORPOTrainer(model=policy_path, args=args, train_dataset=train, processing_class=tok, peft_config=peft)
 
 

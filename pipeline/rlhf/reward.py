@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from pipeline.errors import ConfigError
-from pipeline.rlhf.common import check_model_dir, load_tokenizer, peft_config, save_model, trl_args, unwrap
+from pipeline.rlhf.common import check_model_dir, load_tokenizer, peft_config, reward_config, save_model, unwrap
 
 log = logging.getLogger("pipeline.rlhf")
 
@@ -105,15 +105,14 @@ def build(rcfg, cfg, policy_path: str | None, prefs):
 
 def train_reward(cfg, prefs, policy_path: str | None, out_dir: Path) -> tuple[str, dict]:
     """Train, evaluate on the held-out pairs before and after, save to ``out_dir/model``. Returns (path, metrics)."""
-    from trl import RewardConfig, RewardTrainer
+    from trl import RewardTrainer
 
     rl = cfg.rlhf
     model, tok, family = build(rl.reward, cfg, policy_path, prefs)
     max_length = int(rl.max_length)
     if getattr(model.config, "max_position_embeddings", None):
         max_length = min(max_length, int(model.config.max_position_embeddings))
-    args = trl_args(RewardConfig, rl.reward.trainer, cfg, out_dir, max_length=max_length,
-                    eos_token=tok.eos_token or tok.sep_token)
+    args = reward_config(cfg, out_dir, max_length, eos_token=tok.eos_token or tok.sep_token)
     before = RewardScorer(model, tok, max_length).pair_accuracy(prefs["test"])
     from pipeline.data.preference import fit_pairs
 

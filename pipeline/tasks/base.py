@@ -20,6 +20,14 @@ def batches(items: list, size: int, progress: bool, desc: str):
         yield items[i:i + size]
 
 
+CUT = "_cut_"  # column prefix of preprocess's output: 1 where truncation at task.<key> cut the example
+
+
+def cut_flags(enc) -> list[int]:
+    """For each example of a fast tokenizer's batch output: 1 if truncation cut it (its encoding overflowed)."""
+    return [int(bool(e.overflowing)) for e in enc.encodings]
+
+
 @dataclass
 class Config:
     """Keys every ``conf/task/<name>.yaml`` has; each task's ``Config`` extends this (the typed schema the config is
@@ -107,8 +115,30 @@ class Task:
         raise NotImplementedError
 
     def preprocess(self, raw, tokenizer, model):
-        """Raw DatasetDict -> tokenised DatasetDict (batched, cached ``datasets.map``)."""
+        """Raw DatasetDict -> tokenised DatasetDict (batched, cached ``datasets.map``). Where truncation at a length
+        key ``task.<key>`` can cut an example, add a column ``_cut_<key>`` (``cut_flags(enc)``): ``cut_counts``
+        counts and removes it, so no example is cut silently."""
         raise NotImplementedError
+
+    def cut_counts(self, tokenized):
+        """(``tokenized`` without its ``_cut_*`` columns, {split: {"task.<key>": examples cut}}); each count is
+        warned about and goes to metrics.json ``data_truncated``."""
+        import logging
+
+        counts = {}
+        for split, d in tokenized.items():
+            cols = [c for c in d.column_names if c.startswith(CUT)]
+            for col in cols:
+                n = int(sum(d[col]))
+                if n:
+                    key = f"task.{col[len(CUT):]}"
+                    counts.setdefault(split, {})[key] = n
+                    logging.getLogger("pipeline").warning(
+                        "data: %d of %d %s examples were cut at %s=%s tokens; raise %s to keep them whole", n, len(d),
+                        split, key, self.tcfg.get(col[len(CUT):]), key)
+            if cols:
+                tokenized[split] = d.remove_columns(cols)
+        return tokenized, counts
 
     # -- model -------------------------------------------------------------------------------------------------
     def model_kwargs(self) -> dict:

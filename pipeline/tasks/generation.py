@@ -22,6 +22,13 @@ def group_texts(input_ids: list[list[int]], block_size: int) -> list[list[int]]:
     return [flat[i:i + block_size] for i in range(0, total, block_size)]
 
 
+def tokens_in(d) -> int:
+    """Tokens in a dataset's ``input_ids`` column (summed in Arrow)."""
+    import pyarrow.compute as pc
+
+    return int(pc.sum(pc.list_value_length(d.data.column("input_ids"))).as_py() or 0)
+
+
 def model_max_positions(model) -> int | None:
     cfg = model.config
     for key in ("n_positions", "max_position_embeddings"):
@@ -82,12 +89,28 @@ class GenerationTask(Task):
                       desc="tokenize")
         packed = tok.map(pack, batched=True, batch_size=1000, num_proc=self.cfg.data.num_proc,
                          desc=f"pack into blocks of {block}")
+        self.tail_tokens = {}
         for split, d in packed.items():
+            n = tokens_in(tok[split])
             if len(d) == 0:
-                n = sum(len(x) for x in tok[split]["input_ids"])
                 raise DataError(f"split '{split}' has {n} tokens, fewer than one block of {block}; lower "
                                 f"task.block_size or add data")
+            self.tail_tokens[split] = (n - len(d) * block, n, block)
         return packed
+
+    def cut_counts(self, tokenized):
+        """Packing trains on full blocks: the tokens after the last full block (of each batch of 1000 documents)
+        are dropped; counted per split and warned about."""
+        import logging
+
+        tokenized, counts = super().cut_counts(tokenized)
+        for split, (dropped, total, block) in getattr(self, "tail_tokens", {}).items():
+            if dropped:
+                counts.setdefault(split, {})["tokens_after_last_block"] = dropped
+                logging.getLogger("pipeline").warning(
+                    "data: %d of %d %s tokens do not fill a block of %d (task.block_size) and are not used", dropped,
+                    total, split, block)
+        return tokenized, counts
 
     def collator(self, tokenizer, model):
         from transformers import default_data_collator

@@ -128,6 +128,7 @@ class NerTask(Task):
             enc = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True, max_length=max_len)
             enc["labels"] = [align_labels(enc.word_ids(i), [label2id[t] for t in tags], all_tok, b_to_i)
                              for i, tags in enumerate(batch["tags"])]
+            enc[f"{base.CUT}max_length"] = base.cut_flags(enc)  # counted (cut_counts): words past the limit
             return enc
 
         return raw.map(encode, batched=True, remove_columns=list(self.columns), num_proc=self.cfg.data.num_proc,

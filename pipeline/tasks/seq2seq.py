@@ -52,7 +52,10 @@ class Seq2SeqTask(Task):
 
         def encode(batch):
             enc = tokenizer(self.sources(batch), max_length=src_len, truncation=True)
-            enc["labels"] = tokenizer(text_target=self.targets(batch), max_length=tgt_len, truncation=True)["input_ids"]
+            target = tokenizer(text_target=self.targets(batch), max_length=tgt_len, truncation=True)
+            enc["labels"] = target["input_ids"]
+            enc[f"{base.CUT}max_source_length"] = base.cut_flags(enc)  # counted by cut_counts, then removed
+            enc[f"{base.CUT}max_target_length"] = base.cut_flags(target)
             return enc
 
         return raw.map(encode, batched=True, remove_columns=raw["train"].column_names,

@@ -1,0 +1,258 @@
+"""The run's config, checked and resolved once before any stage runs: ``finetune`` (run.setup) and ``finetune-rlhf``
+(pipeline/rlhf/__init__.run_alone) call ``resolve``; the stages read the result, which is read-only.
+
+``resolve(cfg, run_dir)`` returns a new config in which
+- every value has its type and range (pipeline/schema.py: the pipeline's own keys, the task's ``Config``, the
+  fields of TrainingArguments / the PEFT config / TRL configs, generation settings), and the library config objects
+  were built once, so their own validation ran;
+- derived values are filled in, each in one place: escapes typed on a shell command line (``data.conll.separator='\\t'``
+  is a tab), ``~`` in paths, the data source (files named win over a Hub dataset), the family of a model named for a
+  from-config build, the batch plan (trainer.global_batch_size over the processes), the effective learning rates
+  (x method.lr_scale), ``auto`` speed-ups, quiet mode, tracking settings;
+- cross-field checks passed (pipeline/check.py ``validate``).
+Each failure is one line (ConfigError: ``error: ...``, exit 2). Checks of the machine (files, models, network, the
+launcher) are ``check.environment``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+from pipeline import schema
+from pipeline.errors import ConfigError
+
+log = logging.getLogger("pipeline")
+
+# Values where a user types escapes on a shell command line ('\t'), which Hydra passes on as backslash + letter.
+ESCAPED_KEYS = ("data.conll.separator", "rlhf.data.response_marker", "rlhf.data.prompt_template")
+PATH_KEYS = ("data.train_file", "data.validation_file", "data.test_file", "model.name_or_path", "resume",
+             "rlhf.policy_path", "rlhf.reward_path", "rlhf.reward.name_or_path", "rlhf.data.train_file",
+             "rlhf.data.test_file", "logger.tracking_uri")
+_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\", "0": "\0"}
+MARK = "_resolved_"  # set on a resolved config: resolving again returns it unchanged (nothing applies twice)
+
+
+def unescape(value: str) -> str:
+    """``\\t``, ``\\n``, ``\\r``, ``\\0`` and ``\\\\`` as the characters (other backslashes stay)."""
+    return re.sub(r"\\([tnr0\\])", lambda m: _ESCAPES[m.group(1)], value)
+
+
+def _get(cfg, dotted: str):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.select(cfg, dotted, default=None)
+
+
+def _set(cfg, dotted: str, value) -> None:
+    from omegaconf import OmegaConf
+
+    OmegaConf.update(cfg, dotted, value, merge=False)
+
+
+def resolve(cfg, run_dir: str | os.PathLike | None = None, stage: str = "finetune"):
+    """The checked, derived, read-only config (see the module docstring). ``stage``: ``finetune`` (fine-tuning,
+    then the RLHF stage if set) or ``rlhf`` (finetune-rlhf: the RLHF stage alone)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if cfg.get(MARK):
+        return cfg
+    _typed(OmegaConf.create(OmegaConf.to_container(cfg, resolve=False)))  # the keys as typed, before interpolation
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"config: {' '.join(str(e).split())[:300]}") from None
+    out = OmegaConf.create(plain)
+    _strings(out)
+    _typed(out)
+    _data_source(out)
+    _scratch_family(out)
+    _trainer(out)
+    _learning_rates(out)
+    _tracking(out, run_dir)
+    from pipeline import check
+
+    check.validate(out)  # cross-field: task x family, method refusals (+ the PEFT config built), trainer ranges
+    _library_configs(out, run_dir, stage)
+    out[MARK] = True
+    OmegaConf.set_struct(out, True)
+    OmegaConf.set_readonly(out, True)
+    return out
+
+
+def _strings(cfg) -> None:
+    for key in ESCAPED_KEYS:
+        value = _get(cfg, key)
+        if isinstance(value, str) and "\\" in value:
+            _set(cfg, key, unescape(value))
+    for key in PATH_KEYS:
+        value = _get(cfg, key)
+        if isinstance(value, str) and value.startswith("~"):
+            _set(cfg, key, os.path.expanduser(value))
+
+
+def _typed(cfg) -> None:
+    """Types, ranges and choices of the pipeline's own keys (pipeline/schema.py) and of the task's config."""
+    from omegaconf import OmegaConf
+
+    from pipeline.tasks import task_class
+
+    groups = [(schema.Root, None), (schema.Model, "model"), (schema.Data, "data"), (schema.TrainerKeys, "trainer"),
+              (schema.MethodKeys, "method"), (schema.Logger, "logger")]
+    if cfg.get("rlhf"):
+        groups.append((schema.Rlhf, "rlhf"))
+    for cls, group in groups:
+        node = cfg if group is None else cfg.get(group)
+        if not OmegaConf.is_dict(node):
+            continue
+        values = OmegaConf.to_container(node)
+        typed = schema.check(cls, values, f"{group}." if group else "")
+        OmegaConf.update(cfg, group, typed, merge=True) if group else cfg.merge_with(typed)
+    if not OmegaConf.is_dict(cfg.get("task")) or "name" not in cfg.task:
+        raise ConfigError("task: no task.name in the config; pick one with task=<name>")
+    tcls = task_class(str(cfg.task.name))
+    typed = schema.check(tcls.Config, OmegaConf.to_container(cfg.task), "task.")
+    OmegaConf.update(cfg, "task", typed, merge=True)
+    ranged = {f.name for f in schema.dataclasses.fields(tcls.Config) if f.metadata}
+    for key, value in typed.items():  # a task's sizes (lengths, block size, windows) are positive integers
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1 and key not in ranged:
+            raise ConfigError(f"task.{key}={value} is out of range: it must be >= 1")
+    if cfg.get("model") and cfg.model.scratch.get("hidden_size") and cfg.model.scratch.get("num_heads"):
+        h, n = int(cfg.model.scratch.hidden_size), int(cfg.model.scratch.num_heads)
+        if h % n:
+            raise ConfigError(f"model.scratch.hidden_size={h} is not a multiple of model.scratch.num_heads={n}; "
+                              f"use e.g. hidden_size={n * max(1, round(h / n))}")
+
+
+def _data_source(cfg) -> None:
+    """data.source=auto -> the source used; local files named win over a Hub dataset (data.path) and generated data
+    (data/readers.py ``infer_source``)."""
+    from pipeline.data.readers import infer_source
+    from pipeline.tasks import task_class
+
+    cfg.data.source = infer_source(cfg.data, task_class(str(cfg.task.name)))  # the data stage logs it
+
+
+def _named_model_type(name: str, revision) -> str | None:
+    """config.json's model_type of a local folder or a cached hub id; None when neither is at hand."""
+    import json
+
+    from pipeline.paths import resolve_pkg_path
+
+    try:
+        path = os.path.expanduser(resolve_pkg_path(name))
+    except Exception:
+        return None
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        if os.path.exists(path) or name.startswith(("/", ".", "~", "pkg://")):
+            return None
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name, "config.json", revision=revision)
+        except Exception:
+            return None
+        if not isinstance(cached, str):
+            return None
+        config = Path(cached)
+    try:
+        return json.loads(config.read_text()).get("model_type")
+    except (OSError, ValueError):
+        return None
+
+
+def _scratch_family(cfg) -> None:
+    """model.init=scratch with a named model (a local folder or a cached hub id): a tiny model of that model's
+    family (config.json's model_type), whatever model.family the recipe's model file says."""
+    from pipeline.families import FAMILIES
+
+    m = cfg.model
+    if m.init != "scratch" or not m.get("name_or_path"):
+        return
+    model_type = _named_model_type(str(m.name_or_path), m.get("revision"))
+    if model_type is None:
+        return
+    family = next((f.name for f in FAMILIES.values() if model_type in f.model_types), None)
+    if family is None:
+        raise ConfigError(f"model.name_or_path={m.name_or_path} is a '{model_type}' model, a family "
+                          f"pipeline/families.py does not know; use one of {sorted(FAMILIES)}")
+    if family != m.family:
+        log.info("model: %s is a %s model: the from-config model is a tiny %s", m.name_or_path, model_type, family)
+        m.family = family
+
+
+def _trainer(cfg) -> None:
+    """Batch plan, quiet mode, auto speed-ups, then every TrainingArguments field's type and range."""
+    from omegaconf import OmegaConf
+
+    from pipeline import distributed
+    from pipeline.tasks import get_task
+    from pipeline.train import resolve_auto
+
+    args_class = get_task(cfg).trainer_classes()[1]
+    schema.library_fields(OmegaConf.to_container(cfg.trainer), args_class, "trainer.", allow_auto=True)
+    distributed.configure(cfg)  # batch plan from trainer.global_batch_size; launcher settings agree with cfg.trainer
+    if cfg.get("quiet") or os.environ.get("FINETUNE_QUIET") == "1":
+        cfg.trainer.disable_tqdm = True
+    fields = OmegaConf.to_container(cfg.trainer)
+    resolve_auto(fields)
+    OmegaConf.update(cfg, "trainer", fields, merge=False)
+    schema.library_fields(fields, args_class, "trainer.")
+    if cfg.get("rlhf"):
+        for key in ("trainer", "reward.trainer"):
+            block = OmegaConf.select(cfg.rlhf, key)
+            if block is not None:
+                schema.library_fields(OmegaConf.to_container(block), args_class, f"rlhf.{key}.")
+
+
+def uses_peft_lr(cfg) -> bool:
+    from pipeline.methods import method_kind
+
+    return method_kind(cfg.method) == "peft"
+
+
+def _learning_rates(cfg) -> None:
+    """Effective learning rates: trainer.learning_rate x method.lr_scale, and (RLHF with a LoRA method) the RLHF
+    steps' rates x lr_scale too. Applied here only, on the config of this run: the same numbers for ``finetune`` and
+    ``finetune-rlhf``."""
+    scale = float(cfg.method.get("lr_scale") or 1.0)
+    if scale == 1.0:
+        return
+    lr = float(cfg.trainer.learning_rate)
+    cfg.trainer.learning_rate = lr * scale
+    log.info("learning rate: trainer.learning_rate %g x method.lr_scale %g (method=%s) = %g", lr, scale,
+             cfg.method.name, lr * scale)
+    if cfg.get("rlhf") and uses_peft_lr(cfg):
+        for block in (cfg.rlhf.get("trainer"), cfg.rlhf.reward.get("trainer")):
+            if block is not None and block.get("learning_rate") is not None:
+                block.learning_rate = float(block.learning_rate) * scale
+
+
+def _tracking(cfg, run_dir) -> None:
+    """logger=mlflow: the store (default sqlite:///<run dir>/mlflow.db); report_to none in one spelling."""
+    if cfg.trainer.get("report_to") in ("none", None, [], ["none"]):
+        cfg.trainer.report_to = "none"
+    logger = cfg.get("logger") or {}
+    if logger.get("name") == "mlflow" and not logger.get("tracking_uri") and run_dir is not None:
+        cfg.logger.tracking_uri = f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
+
+
+def _library_configs(cfg, run_dir, stage: str) -> None:
+    """Build the library config objects once, before any data or model work: their own validation runs now."""
+    from pipeline.tasks import get_task
+
+    task = get_task(cfg)
+    where = Path(run_dir) if run_dir is not None else Path("outputs") / "resolve-check"
+    if stage == "finetune":
+        from pipeline import train
+
+        train.training_args(cfg, task, where)
+        schema.generation(task.generation_settings(), "task.generation.")
+    if cfg.get("rlhf"):
+        from pipeline.rlhf.common import trl_configs
+
+        trl_configs(cfg, where)

@@ -60,14 +60,14 @@ def resolve(cfg, run_dir: str | os.PathLike | None = None, stage: str = "finetun
 
     if cfg.get(MARK):
         return cfg
-    _typed(OmegaConf.create(OmegaConf.to_container(cfg, resolve=False)))  # the keys as typed, before interpolation
+    _typed(OmegaConf.to_container(cfg, resolve=False))  # the keys as typed, before interpolation
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:
         raise ConfigError(f"config: {' '.join(str(e).split())[:300]}") from None
+    _typed(plain)
     out = OmegaConf.create(plain)
     _strings(out)
-    _typed(out)
     _data_source(out)
     _scratch_family(out)
     _trainer(out)
@@ -94,37 +94,42 @@ def _strings(cfg) -> None:
             _set(cfg, key, os.path.expanduser(value))
 
 
-def _typed(cfg) -> None:
-    """Types, ranges and choices of the pipeline's own keys (pipeline/schema.py) and of the task's config."""
-    from omegaconf import OmegaConf
-
+def _typed(d: dict) -> None:
+    """Types, ranges and choices of the pipeline's own keys (pipeline/schema.py) and of the task's config, on the plain
+    config ``d``; typed values are written back ('3' -> 3)."""
     from pipeline.tasks import task_class
 
     groups = [(schema.Root, None), (schema.Model, "model"), (schema.Data, "data"), (schema.TrainerKeys, "trainer"),
               (schema.MethodKeys, "method"), (schema.Logger, "logger")]
-    if cfg.get("rlhf"):
+    if isinstance(d.get("rlhf"), dict):
         groups.append((schema.Rlhf, "rlhf"))
     for cls, group in groups:
-        node = cfg if group is None else cfg.get(group)
-        if not OmegaConf.is_dict(node):
-            continue
-        values = OmegaConf.to_container(node)
-        typed = schema.check(cls, values, f"{group}." if group else "")
-        OmegaConf.update(cfg, group, typed, merge=True) if group else cfg.merge_with(typed)
-    if not OmegaConf.is_dict(cfg.get("task")) or "name" not in cfg.task:
+        node = d if group is None else d.get(group)
+        if isinstance(node, dict):
+            _merge(node, schema.check(cls, node, f"{group}." if group else ""))
+    task = d.get("task")
+    if not isinstance(task, dict) or not task.get("name"):
         raise ConfigError("task: no task.name in the config; pick one with task=<name>")
-    tcls = task_class(str(cfg.task.name))
-    typed = schema.check(tcls.Config, OmegaConf.to_container(cfg.task), "task.")
-    OmegaConf.update(cfg, "task", typed, merge=True)
+    tcls = task_class(str(task["name"]))
+    typed = schema.check(tcls.Config, task, "task.")
+    _merge(task, typed)
     ranged = {f.name for f in schema.dataclasses.fields(tcls.Config) if f.metadata}
     for key, value in typed.items():  # a task's sizes (lengths, block size, windows) are positive integers
         if isinstance(value, int) and not isinstance(value, bool) and value < 1 and key not in ranged:
             raise ConfigError(f"task.{key}={value} is out of range: it must be >= 1")
-    if cfg.get("model") and cfg.model.scratch.get("hidden_size") and cfg.model.scratch.get("num_heads"):
-        h, n = int(cfg.model.scratch.hidden_size), int(cfg.model.scratch.num_heads)
-        if h % n:
-            raise ConfigError(f"model.scratch.hidden_size={h} is not a multiple of model.scratch.num_heads={n}; "
-                              f"use e.g. hidden_size={n * max(1, round(h / n))}")
+    scratch = (d.get("model") or {}).get("scratch") or {}
+    h, n = scratch.get("hidden_size"), scratch.get("num_heads")
+    if isinstance(h, int) and isinstance(n, int) and h % n:
+        raise ConfigError(f"model.scratch.hidden_size={h} is not a multiple of model.scratch.num_heads={n}; "
+                          f"use e.g. hidden_size={n * max(1, round(h / n))}")
+
+
+def _merge(node: dict, typed: dict) -> None:
+    for k, v in typed.items():
+        if isinstance(v, dict) and isinstance(node.get(k), dict):
+            _merge(node[k], v)
+        else:
+            node[k] = v
 
 
 def _data_source(cfg) -> None:

@@ -47,9 +47,11 @@ def run_pipeline(overrides: list[str], run_dir: Path) -> dict:
 
 
 def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 300, env: dict | None = None):
-    """Run ``python -m pipeline <args>`` in a subprocess (what a user types)."""
+    """Run ``python -m pipeline <args>`` in a subprocess (what a user types), with this checkout's ``pipeline``
+    first on the path whatever ``cwd`` is (an installed copy elsewhere is not the code under test)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": path, **(env or {})})
 
 
 needs_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent")

@@ -115,3 +115,115 @@ def test_json_splits_with_different_extra_columns(tmp_path):
     ds = load_raw(data_cfg(train_file=str(tr), validation_file=str(te), test_file=str(te), source="auto"),
                   "summarization", 0)
     assert ds["test"].column_names == ["document", "summary"] and len(ds["test"]) == 4
+
+
+# -- data never changed silently ------------------------------------------------------------------------------------
+BOM = "\ufeff"
+
+
+@pytest.mark.parametrize("name,text,task,column,first", [
+    ("train.conll", BOM + "EU B-ORG\nrejects O\n\nBob B-PER\n", "ner", "tokens", ["EU", "rejects"]),
+    ("train.txt", BOM + "first line here\n\nsecond paragraph\n", "generation", "text", "first line here"),
+    ("train.csv", BOM + "document,summary\nd1,s1\nd2,s2\nd3,s3\n", "summarization", "document", "d1"),
+    ("train.jsonl", BOM + '{"document": "d1", "summary": "s1"}\n{"document": "d2", "summary": "s2"}\n'
+     '{"document": "d3", "summary": "s3"}\n', "summarization", "document", "d1"),
+])
+def test_byte_order_mark_is_stripped(tmp_path, name, text, task, column, first):
+    f = tmp_path / name
+    f.write_text(text, encoding="utf-8")
+    ds = load_raw(data_cfg(train_file=str(f), validation_file=str(f), test_file=str(f)), task, 0)
+    assert ds["train"][0][column] == first
+
+
+def test_tab_separator_typed_on_the_command_line_reaches_the_reader(tmp_path):
+    """data.conll.separator='\\t' in bash is a backslash and a t in Hydra; the reader splits on the tab."""
+    from pipeline.config import resolve
+
+    f = tmp_path / "a.tsv"
+    f.write_text("New York\tB-LOC\nis\tO\n\nhi\tO\n")
+    overrides = [f"data.{k}={f}" for k in ("train_file", "validation_file", "test_file")]
+    cfg = resolve(compose(["task=ner", "data.source=conll", "data.conll.separator=\\t", *overrides]))
+    ds = load_raw(cfg.data, "ner", 0)
+    assert ds["train"][0] == {"tokens": ["New York", "is"], "tags": ["B-LOC", "O"]}
+
+
+def test_files_named_win_over_the_recipe_hub_dataset_offline(tmp_path):
+    """recipe=bert-ner names a Hub dataset (and its column mapping); the files named are read instead, offline."""
+    from pipeline.config import resolve
+
+    f = tmp_path / "train.conll"
+    f.write_text("EU B-ORG\nrejects O\n\nBob B-PER\n\nParis B-LOC\n")
+    cfg = resolve(compose(["recipe=bert-ner", f"data.train_file={f}", f"data.validation_file={f}",
+                           f"data.test_file={f}"]))
+    ds = load_raw(cfg.data, "ner", 0)
+    assert ds["train"]["tokens"] == [["EU", "rejects"], ["Bob"], ["Paris"]]
+
+
+def test_tilde_in_a_data_path_expands(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"text": f"t {i}"}) + "\n" for i in range(10)))
+    ds = load_raw(data_cfg(train_file="~/d.jsonl"), "generation", 0)
+    assert len(ds["train"]) + len(ds["validation"]) + len(ds["test"]) == 10
+
+
+def test_dropped_rows_are_counted_per_split_with_the_reason(tmp_path, caplog):
+    from pipeline.tasks import get_task
+
+    rows = [{"document": "d", "summary": "s"}] * 6 + [{"document": "", "summary": "s"},
+                                                      {"document": "d", "summary": None}]
+    f = tmp_path / "d.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with caplog.at_level("WARNING", logger="pipeline"):
+        ds, dropped = load_raw_dropped(data_cfg(train_file=str(f), validation_file=str(f), test_file=str(f)),
+                                       get_task(compose(["task=summarization"])), 0)
+    assert dropped == {s: {"empty or non-string text": 2} for s in ("train", "validation", "test")}
+    assert len(ds["train"]) == 6 and "dropped from split 'train': 2 rows (empty or non-string text)" in caplog.text
+
+
+def _tokenized_with_counts(overrides, tmp_path):
+    """The data + tokenise stages of a smoke run: (tokenized, cut counts)."""
+    from pipeline import models
+    from pipeline.config import resolve
+    from pipeline.tasks import get_task
+
+    cfg = resolve(compose(["debug=smoke", *overrides]))
+    task = get_task(cfg)
+    raw, _ = load_raw_dropped(cfg.data, task, 0)
+    task.prepare(raw)
+    tok, model = models.load(cfg, task, raw)
+    return task.cut_counts(task.preprocess(raw, tok, model))
+
+
+def test_examples_cut_at_max_length_are_counted_per_split(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="pipeline"):
+        tokenized, cut = _tokenized_with_counts(["recipe=bert-ner", "task.max_length=8"], tmp_path)
+    assert set(cut) == {"train", "validation", "test"} and cut["train"]["task.max_length"] > 0
+    assert all(len(ids) <= 8 for ids in tokenized["train"]["input_ids"])
+    assert not any(c.startswith("_cut_") for c in tokenized["train"].column_names)  # counted, then removed
+    assert "examples were cut at task.max_length=8 tokens" in caplog.text
+    _, none = _tokenized_with_counts(["recipe=bert-ner", "task.max_length=128"], tmp_path)
+    assert none == {}
+
+
+def test_source_and_target_cuts_are_counted_separately(tmp_path):
+    _, cut = _tokenized_with_counts(["recipe=t5-summarization", "task.max_source_length=16",
+                                     "task.max_target_length=64"], tmp_path)
+    assert cut["train"]["task.max_source_length"] > 0 and "task.max_target_length" not in cut["train"]
+    _, cut = _tokenized_with_counts(["recipe=t5-summarization", "task.max_source_length=512",
+                                     "task.max_target_length=4"], tmp_path)
+    assert cut["train"]["task.max_target_length"] > 0 and "task.max_source_length" not in cut["train"]
+
+
+def test_tokens_after_the_last_full_block_are_counted(tmp_path):
+    tokenized, cut = _tokenized_with_counts(["recipe=gpt2-generation", "task.block_size=30"], tmp_path)
+    assert 0 < cut["train"]["tokens_after_last_block"] < 30  # one batch of < 1000 documents: one tail
+    assert all(len(b) == 30 for b in tokenized["train"]["input_ids"])
+
+
+def test_truncation_counts_reach_metrics_json(tmp_path):
+    from conftest import run_pipeline
+
+    run_pipeline(["recipe=bert-ner", "debug=smoke", "task.max_length=8", "trainer.max_steps=2", "num_samples=1",
+                  "data.max_train_samples=32", "data.max_eval_samples=8", "data.max_test_samples=8"], tmp_path)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["data_truncated"]["train"]["task.max_length"] > 0

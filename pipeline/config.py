@@ -30,7 +30,7 @@ log = logging.getLogger("pipeline")
 ESCAPED_KEYS = ("data.conll.separator", "rlhf.data.response_marker", "rlhf.data.prompt_template")
 PATH_KEYS = ("data.train_file", "data.validation_file", "data.test_file", "model.name_or_path", "resume",
              "rlhf.policy_path", "rlhf.reward_path", "rlhf.reward.name_or_path", "rlhf.data.train_file",
-             "rlhf.data.test_file", "logger.tracking_uri")
+             "rlhf.data.test_file")
 _ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\", "0": "\0"}
 MARK = "_resolved_"  # set on a resolved config: resolving again returns it unchanged (nothing applies twice)
 
@@ -238,12 +238,13 @@ def _learning_rates(cfg) -> None:
 
 
 def _tracking(cfg, run_dir) -> None:
-    """logger=mlflow: the store (default sqlite:///<run dir>/mlflow.db); report_to none in one spelling."""
-    if cfg.trainer.get("report_to") in ("none", None, [], ["none"]):
+    """report_to in one spelling ("none" or a list); the tracker's store and folders follow from logger.* and the
+    run directory in pipeline/tracking.py ``setup``."""
+    report_to = cfg.trainer.get("report_to")
+    if report_to in ("none", None, [], ["none"]):
         cfg.trainer.report_to = "none"
-    logger = cfg.get("logger") or {}
-    if logger.get("name") == "mlflow" and not logger.get("tracking_uri") and run_dir is not None:
-        cfg.logger.tracking_uri = f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
+    elif isinstance(report_to, str):
+        cfg.trainer.report_to = [report_to]
 
 
 def _library_configs(cfg, run_dir, stage: str) -> None:

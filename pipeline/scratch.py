@@ -53,7 +53,8 @@ def _train_tokenizer(family: Family, texts, vocab_size: int):
         tok.normalizer = normalizers.BertNormalizer(lowercase=family.lowercase)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
+        tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                                 show_progress=False))  # no output: quiet mode
         cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
@@ -66,7 +67,8 @@ def _train_tokenizer(family: Family, texts, vocab_size: int):
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=family.add_prefix_space and family.arch != "decoder")
         tok.decoder = decoders.ByteLevel()
         tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                           show_progress=False))
         if "cls_token" in wrap:  # RoBERTa / BART: <s> A </s>
             # positional: tokenizers 0.23 renamed the keyword cls= to cls_token=
             tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")),
@@ -82,7 +84,7 @@ def _train_tokenizer(family: Family, texts, vocab_size: int):
         tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
         tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
         tok.train_from_iterator(texts, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                                               unk_token="<unk>"))
+                                                               unk_token="<unk>", show_progress=False))
         tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
                                                            special_tokens=[("</s>", tok.token_to_id("</s>"))])
         wrap = dict(pad_token="<pad>", eos_token="</s>", unk_token="<unk>")

@@ -1,6 +1,7 @@
 """Tracking through the Trainer's integrations (logger=), the Hub-format model card, hub.push refusals, quiet mode."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -13,11 +14,24 @@ import mlflow  # noqa: F401  (in the test extra: a missing install must fail, no
 import wandb  # noqa: F401  (likewise)
 
 
+API_KEY = "hunter2-not-a-real-key"
+
+
 @pytest.fixture(scope="module")
 def mlflow_run(tmp_path_factory):
-    """One NER smoke run tracked by MLflow in a store inside its run directory."""
-    run_dir = tmp_path_factory.mktemp("mlflow_run")
-    metrics = run_pipeline(["recipe=bert-ner", "debug=smoke", "logger=mlflow", "trainer.num_train_epochs=2"], run_dir)
+    """One NER smoke run tracked by MLflow in a store inside its run directory, on data files at absolute paths,
+    with a secret-named key in the logger group."""
+    from pipeline.data.synthetic import generate
+    from pipeline.tasks import get_task
+
+    run_dir, data = tmp_path_factory.mktemp("mlflow_run"), tmp_path_factory.mktemp("mlflow_data")
+    rows = generate(get_task(compose(["task=ner"])), {"num_train": 200, "num_validation": 32, "num_test": 32}, 0)
+    files = []
+    for split in ("train", "validation", "test"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[split]))
+        files.append(f"data.{split}_file={data / f'{split}.jsonl'}")
+    metrics = run_pipeline(["recipe=bert-ner", "debug=smoke", "logger=mlflow", "trainer.num_train_epochs=2",
+                            f"+logger.api_key={API_KEY}", *files], run_dir)
     return run_dir, metrics
 
 
@@ -49,6 +63,35 @@ def test_mlflow_run_has_config_params_curves_metrics_and_artifacts(mlflow_run):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metrics.json", "config.yaml", "README.md"} <= artifacts
     assert str(run_dir) in run.info.artifact_uri
+
+
+def test_tracker_params_and_model_card_hold_no_local_paths_or_secrets(mlflow_run):
+    """The tracker (often a shared server) and the card (published) get no absolute local path and no value of a key
+    named like a token / password / secret: neither the pipeline's params nor the Trainer callback's own."""
+    from mlflow import MlflowClient
+
+    run_dir, _ = mlflow_run
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    values = {**run.data.params, **{k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}}
+    leaks = {k: v for k, v in values.items() if re.search(r"(^|[\s=:'\"])/(tmp|root|home|work)\b", str(v))
+             or API_KEY in str(v)}
+    assert not leaks, leaks
+    assert values["cfg.logger.api_key"] == "<redacted>"
+    assert values["cfg.data.train_file"] == "<local>/train.jsonl"
+    assert "output_dir" in values and values["output_dir"].startswith("<local>/")  # the Trainer's own params too
+    card = (run_dir / "model" / "README.md").read_text()
+    assert "/tmp/" not in card and API_KEY not in card and "<local>/train.jsonl" in card
+
+
+def test_model_card_scrubs_the_command_line():
+    from pipeline.report import model_card
+
+    cfg = compose(["recipe=bert-ner", "model.name_or_path=/home/me/models/bert", "data.train_file=/data/x.conll"])
+    card = model_card(cfg, {"test_f1": 0.5}, "finetune recipe=bert-ner data.train_file=/data/x.conll "
+                                             "+logger.password=s3cret model.name_or_path=/home/me/models/bert")
+    assert "/home/me" not in card and "/data/x.conll" not in card and "s3cret" not in card
+    assert "data.train_file=<local>/x.conll" in card and "+logger.password=<redacted>" in card
 
 
 def test_model_card_has_hub_metadata_and_the_metrics(mlflow_run):
@@ -142,3 +185,89 @@ def test_wandb_offline_run_in_the_run_dir(tmp_path, monkeypatch):
     data = records[0].read_bytes()
     found = {k: k.encode() in data for k in ("trainer.learning_rate", "final/test_f1")}  # config, final metrics
     assert all(found.values()), (found, len(data))  # one failure seen in ~20 runs: these say which part was missing
+
+
+# -- hub.push against a local stand-in for the Hub's HTTP API ------------------------------------------------------
+@pytest.fixture
+def fake_hub():
+    """An HTTP server answering the Hub API calls a push makes: whoami (any token), repo info (``repos``: id ->
+    private flag; others 404 RepoNotFound), create repo (``create_status``). Records the requests it got."""
+    import http.server
+    import threading
+
+    state = {"repos": {}, "create_status": 403, "requests": []}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def _send(self, code, body, headers=None):
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            state["requests"].append(("GET", self.path, self.headers.get("authorization", "")))
+            if self.path.startswith("/api/whoami-v2"):
+                return self._send(200, {"type": "user", "name": "me", "auth": {"accessToken": {"role": "write"}}})
+            if self.path.startswith("/api/models/"):
+                repo = self.path.split("/api/models/", 1)[1].split("/revision")[0].split("?")[0]
+                if repo in state["repos"]:
+                    return self._send(200, {"id": repo, "private": state["repos"][repo], "sha": "0" * 40})
+            return self._send(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+
+        def do_POST(self):
+            length = int(self.headers.get("content-length") or 0)
+            self.rfile.read(length)
+            state["requests"].append(("POST", self.path, self.headers.get("authorization", "")))
+            return self._send(state["create_status"], {"error": "You don't have the rights to create this model"})
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state["endpoint"] = f"http://127.0.0.1:{server.server_address[1]}"
+    yield state
+    server.shutdown()
+
+
+HUB_TOKEN = "hf_fake_token_never_written_0123456789"
+
+
+def test_hub_private_push_to_an_existing_public_repo_is_refused_before_training(fake_hub, monkeypatch):
+    from pipeline import hub
+    from pipeline.errors import ConfigError
+
+    import huggingface_hub.constants
+
+    fake_hub["repos"]["me/public-model"] = False
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read at import
+    monkeypatch.setenv("HF_ENDPOINT", fake_hub["endpoint"])
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    with pytest.raises(ConfigError, match="hub.private=true but me/public-model exists and is public"):
+        hub.check(compose(["hub.push=true", "hub.repo_id=me/public-model"]))
+    hub.check(compose(["hub.push=true", "hub.repo_id=me/public-model", "hub.private=false"]))  # said so: allowed
+    hub.check(compose(["hub.push=true", "hub.repo_id=me/new-model"]))  # not there yet: created private
+
+
+def test_hub_push_failing_after_training_keeps_the_run_and_writes_no_token(fake_hub, tmp_path):
+    """The push path up to the Hub's refusal: the run stays completed with model/ intact, one line says how to retry
+    the upload, and the token (from the environment) is in no file written: run dir, caches, logs."""
+    run_dir, home = tmp_path / "run", tmp_path / "hf_home"
+    out = run_cli(["recipe=bert-ner", "debug=smoke", "trainer.max_steps=2", "hub.push=true",
+                   "hub.repo_id=me/new-model", f"hydra.run.dir={run_dir}"], cwd=tmp_path, timeout=300,
+                  env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": fake_hub["endpoint"], "HF_TOKEN": HUB_TOKEN,
+                       "HF_HOME": str(home), "HF_DATASETS_CACHE": str(home / "datasets")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
+    assert (run_dir / "model" / "model.safetensors").is_file()
+    [line] = [l for l in out.stderr.splitlines() if "hub push failed" in l]
+    assert line.startswith("warning: hub push failed") and f"hf upload me/new-model {run_dir / 'model'}" in line
+    assert "hub_push_error" in json.loads((run_dir / "metrics.json").read_text())
+    assert ("POST", "/api/repos/create", f"Bearer {HUB_TOKEN}") in fake_hub["requests"]  # the push was attempted
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and HUB_TOKEN.encode() in p.read_bytes()]
+    assert written == [] and HUB_TOKEN not in out.stdout + out.stderr

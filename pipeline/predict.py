@@ -140,9 +140,9 @@ def read_inputs(path: str, task, column: str | None) -> list[dict]:
             value = row.get(src)
             ok = isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, str) for v in value))
             if not ok:
-                what = "no" if src not in row else f"a {type(value).__name__} in"
-                raise DataError(f"--file {path}: input {n} has {what} column '{src}' ({value!r:.40}); every input "
-                                f"needs text there")
+                what = f"no column '{src}'" if src not in row else \
+                    f"{'null' if value is None else repr(value)[:40]} in column '{src}'"
+                raise DataError(f"--file {path}: input {n} has {what}; every input needs text there")
         row["_input"] = {f: row[src] for f, src in sources.items()}
     return rows
 

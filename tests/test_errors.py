@@ -82,6 +82,30 @@ CASES = [
     ("resume from a partial checkpoint", ["debug=smoke", "resume={tmp}/checkpoint-7"],
      {"checkpoint-7/trainer_state.json": "{}"}, {},
      "not a complete checkpoint (no COMPLETE marker: the save did not finish)"),
+    ("fresh run in a directory holding checkpoints", ["debug=smoke"],
+     {"run/checkpoints/checkpoint-16/trainer_state.json": "{}"}, {},
+     "<tmp>/run/checkpoints holds checkpoints of an earlier run (checkpoint-16); continue that run with resume=auto"),
+    ("task size not a number", ["debug=smoke", "task.max_length=long"], {}, {},
+     "task.max_length='long' is not an integer; give task.max_length=<integer>"),
+    ("task size out of range", ["recipe=gpt2-generation", "debug=smoke", "task.block_size=0"], {}, {},
+     "task.block_size=0 is out of range: it must be >= 1"),
+    ("data setting of the wrong type", ["debug=smoke", "data.conll.tag_column=last"], {}, {},
+     "data.conll.tag_column='last' is not an integer"),
+    ("unknown data source", ["debug=smoke", "data.source=parquet"], {}, {},
+     "data.source='parquet': use one of auto, hub, conll, json, csv, text, synthetic"),
+    ("PEFT setting of the wrong type", ["debug=smoke", "method=lora", "method.r=eight"], {}, {},
+     "method.r='eight' is not an integer; give method.r=<integer>"),
+    ("PEFT setting out of range", ["debug=smoke", "method=lora", "method.lora_dropout=1.5"], {}, {},
+     "method.lora_dropout=1.5 is out of range: it must be < 1.0"),
+    ("generation setting out of range", ["recipe=gpt2-generation", "debug=smoke", "task.generation.top_p=2"], {}, {},
+     "task.generation.top_p=2 is out of range: it must be <= 1.0"),
+    ("RLHF size out of range", ["recipe=gpt2-rlhf", "debug=smoke", "rlhf.eval.num_prompts=0"], {}, {},
+     "rlhf.eval.num_prompts=0 is out of range: it must be >= 1"),
+    ("RLHF trainer setting of the wrong type", ["recipe=gpt2-rlhf", "debug=smoke", "rlhf.trainer.learning_rate=fast"],
+     {}, {}, "rlhf.trainer.learning_rate='fast' is not a number"),
+    ("tiny model that cannot be built", ["debug=smoke", "model.scratch.hidden_size=33"], {}, {},
+     "model.scratch.hidden_size=33 is not a multiple of model.scratch.num_heads=2"),
+    ("data path is a folder", SMOKE + ["data.train_file={tmp}"], {}, {}, "is a folder; give a file"),
 ]
 
 
@@ -115,7 +139,7 @@ def test_bad_input_gives_one_clear_line(name, overrides, files, env, expected, t
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     msg = message_of(prepare(tmp_path, overrides, files), tmp_path)
-    assert expected.format(tmp=tmp_path) in msg, msg
+    assert expected.replace("<tmp>", str(tmp_path)).format(tmp=tmp_path) in msg, msg
     if "Could not" not in expected:  # ours (Hydra lists the options on more lines)
         assert "\n" not in msg and len(msg) < 400, msg
 
@@ -164,6 +188,84 @@ def test_cli_output_directory_not_writable(tmp_path):
         f"file, not a folder); give a writable folder with hydra.run.dir=... (or output_root=...)"]
 
 
+# -- the other commands' arguments and files: one line, exit 2, before any model is loaded -------------------------
+def finished_run(d: Path, overrides=("recipe=bert-ner", "debug=smoke")) -> Path:
+    """A run directory as far as the commands read it before loading a model: .hydra/config.yaml + model/."""
+    from omegaconf import OmegaConf
+
+    (d / ".hydra").mkdir(parents=True, exist_ok=True)
+    (d / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(compose(list(overrides))))
+    (d / "model").mkdir(exist_ok=True)
+    (d / "model" / "config.json").write_text('{"model_type": "bert"}')
+    return d
+
+
+COMMAND_CASES = [  # (id, command, args; {run}: a finished run, {tmp}: the case's folder, files, expected)
+    ("predict: batch size 0", "predict", ["{run}", "--text", "hi", "--batch-size", "0"], {}, "--batch-size=0 must be >= 1"),
+    ("predict: negative max new tokens", "predict", ["{run}", "--text", "hi", "--max-new-tokens", "-1"], {},
+     "--max-new-tokens=-1 is out of range: it must be >= 1"),
+    ("predict: top-p above 1", "predict", ["{run}", "--text", "hi", "--top-p", "2"], {}, "--top-p=2.0 is out of range"),
+    ("predict: zero beams", "predict", ["{run}", "--text", "hi", "--num-beams", "0"], {}, "--num-beams=0 is out of range"),
+    ("predict: negative seed", "predict", ["{run}", "--text", "hi", "--seed", "-1"], {}, "--seed=-1 must be in [0, 2**32)"),
+    ("predict: not a device", "predict", ["{run}", "--text", "hi", "--device", "gpu0"], {},
+     "--device=gpu0: not a device; use cpu, cuda or cuda:<index>"),
+    ("predict: output path is a folder", "predict", ["{run}", "--text", "hi", "--out", "{tmp}"], {},
+     "cannot write there (it is a folder)"),
+    ("predict: input file row without the column", "predict", ["{run}", "--file", "{tmp}/in.jsonl"],
+     {"in.jsonl": '{"text": "fine"}\n{"other": "no text"}\n'}, "input 2 has no column 'text'"),
+    ("predict: input file value not text", "predict", ["{run}", "--file", "{tmp}/in.jsonl"],
+     {"in.jsonl": '{"text": "fine"}\n{"text": null}\n'}, "input 2 has null in column 'text'"),
+    ("predict: neither --text nor --file", "predict", ["{run}"], {}, "give --text/--prompt (repeatable) or --file"),
+    ("compare: report folder not writable", "compare", ["{run}", "--out", "{tmp}/a_file/report"], {"a_file": "x"},
+     "cannot write the report there"),
+    ("export: output is a file", "export", ["{run}", "--merge", "--out", "{tmp}/a_file"], {"a_file": "x"},
+     "cannot write the merged model there (it is a file)"),
+    ("export: not a run", "export", ["{tmp}/nothing", "--merge"], {}, "no model/ with adapter_config.json"),
+]
+
+
+def command_message(command: str, args: list[str], case_dir: Path, files: dict) -> tuple[int, str]:
+    """Run finetune-<command> in this process: (exit code, stderr)."""
+    import contextlib
+    import io
+
+    from pipeline import compare, export, predict
+
+    run = finished_run(case_dir / "run")
+    for name, content in files.items():
+        (case_dir / name).write_text(content)
+    argv = [a.format(run=run, tmp=case_dir) for a in args]
+    main = {"predict": predict.main, "compare": compare.main, "export": export.main}[command]
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            main(argv)
+            code = 0
+        except SystemExit as e:
+            code = e.code
+    return code, err.getvalue().strip()
+
+
+@pytest.mark.parametrize("name,command,args,files,expected", COMMAND_CASES, ids=[c[0] for c in COMMAND_CASES])
+def test_command_arguments_give_one_line(name, command, args, files, expected, tmp_path):
+    code, err = command_message(command, args, tmp_path, files)  # the model/ here is not loadable: none is loaded
+    assert code == 2 and err.startswith("error: ") and "\n" not in err and expected in err, err
+
+
+def test_finetune_rlhf_bad_values_are_one_line(tmp_path):
+    from pipeline.errors import PipelineError
+    from pipeline.rlhf import run_alone
+
+    for overrides, expected in (([], "finetune-rlhf needs rlhf="),
+                                (["rlhf=dpo"], "needs rlhf.policy_path=<an earlier run>/model"),
+                                (["rlhf=dpo", f"rlhf.policy_path={tmp_path}/none"], "no config.json there"),
+                                (["rlhf=reward", "rlhf.reward.init=scratch", "rlhf.beta=-1"],
+                                 "rlhf.beta=-1.0 is out of range")):
+        with pytest.raises(PipelineError) as e:
+            run_alone(compose(["debug=smoke", *overrides]), tmp_path / "run")
+        assert expected in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
 def more_rows() -> list[tuple[str, str]]:
     """The rows checked through the CLI or other entry points above, produced in-process for the table."""
     import contextlib
@@ -191,12 +293,17 @@ def more_rows() -> list[tuple[str, str]]:
             load_preferences(compose(["rlhf=dpo", f"rlhf.data.train_file={d}/pref.jsonl"]).rlhf.data, 0)
         except PipelineError as e:
             rows.append(("preference rows without chosen/rejected", str(e)))
+        for name, command, args, files, _ in COMMAND_CASES:
+            case = Path(tempfile.mkdtemp(dir=d))
+            _, err = command_message(command, args, case, files)
+            rows.append((f"finetune-{name}", err.removeprefix("error: ").replace(str(case), "<tmp>")))
         return [(name, msg.replace(d, "<tmp>")) for name, msg in rows]
 
 
 if __name__ == "__main__":  # the table for the README: python tests/test_errors.py
     import tempfile
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pipeline, not an installed one
     os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_EVALUATE_OFFLINE="1", OMP_NUM_THREADS="1",
                       TRANSFORMERS_VERBOSITY="error", HF_DATASETS_DISABLE_PROGRESS_BARS="1")
     import logging
@@ -207,7 +314,7 @@ if __name__ == "__main__":  # the table for the README: python tests/test_errors
         with tempfile.TemporaryDirectory() as d:
             old = {k: os.environ.get(k) for k in env}
             os.environ.update(env)
-            msg = message_of(prepare(Path(d), overrides, files), Path(d)).replace(d, "<tmp>")
+            msg = message_of(prepare(Path(d), overrides, files), Path(d)).replace(d, "<tmp>").replace(os.getcwd(), "<cwd>")
             for k, v in old.items():
                 os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         print(f"| {name} | `{msg.splitlines()[0]}` |")

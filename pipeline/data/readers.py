@@ -31,6 +31,10 @@ def infer_source(cfg, task) -> str:
     holds what the task says: plain text, or CoNLL columns for word-tagging tasks). Without files: data.path -> hub,
     else synthetic."""
     files = [cfg.get(k) for k in SPLIT_KEYS.values() if cfg.get(k)]
+    folder = next((k for k in SPLIT_KEYS.values() if cfg.get(k) and os.path.isdir(os.path.expanduser(str(cfg[k])))),
+                  None)
+    if folder:
+        raise DataError(f"data.{folder}={cfg[folder]} is a folder; give a file")
     if cfg.source not in ("auto", "hub", "synthetic") or (cfg.source != "auto" and not files):
         return cfg.source
     if files:

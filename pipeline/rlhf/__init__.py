@@ -106,13 +106,14 @@ def run_alone(cfg, run_dir: Path) -> dict:
 
     if not cfg.get("rlhf"):
         raise ConfigError("finetune-rlhf needs rlhf=<reward|grpo|rloo|dpo|kto|orpo>")
+    rl = cfg.rlhf
+    if not rl.get("policy_path") and (rl.get("algorithm") != "reward" or rl.reward.get("init") == "policy"):
+        raise ConfigError(f"finetune-rlhf rlhf={rl.get('algorithm')} needs rlhf.policy_path=<an earlier run>/model")
     from pipeline.config import resolve
 
     cfg = resolve(cfg, run_dir, stage="rlhf")  # as finetune does: learning rates x method.lr_scale, auto, ranges
     check_paths(cfg)
     rl = cfg.rlhf
-    if not rl.policy_path and (rl.algorithm != "reward" or rl.reward.init == "policy"):
-        raise ConfigError(f"finetune-rlhf rlhf={rl.algorithm} needs rlhf.policy_path=<an earlier run>/model")
     t0 = time.time()
     metrics = run_steps(cfg, Path(run_dir), str(rl.policy_path) if rl.policy_path else None, None)
     metrics["wall_seconds"] = time.time() - t0

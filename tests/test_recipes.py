@@ -1,5 +1,5 @@
 """Every recipe end to end with debug=smoke (tiny scratch model, generated data): it trains, writes metrics.json
-with its task metric, and the saved model/ reloads and predicts exactly as before saving."""
+with its task metric, and the saved model/ reloads and predicts exactly as the in-memory model did before saving."""
 
 import json
 
@@ -12,7 +12,18 @@ BASE_RECIPES = {"bert-ner": "test_f1", "gpt2-generation": "test_perplexity", "t5
 
 
 @pytest.mark.parametrize("recipe,metric", sorted(BASE_RECIPES.items()))
-def test_recipe_smoke_trains_and_reloads(recipe, metric, tmp_path):
+def test_recipe_smoke_trains_and_reloads_as_before_saving(recipe, metric, tmp_path, monkeypatch):
+    import transformers
+
+    captured = {}
+    orig = transformers.Trainer.save_model
+
+    def spy(self, output_dir=None, _internal_call=False):
+        if output_dir and str(output_dir).endswith(".model.partial"):  # the final model/, not a checkpoint
+            captured["logits"] = _logits(self.model, self.processing_class)
+        return orig(self, output_dir, _internal_call)
+
+    monkeypatch.setattr(transformers.Trainer, "save_model", spy)
     metrics = run_pipeline([f"recipe={recipe}", "debug=smoke"], tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved[metric] == pytest.approx(metrics[metric]) and saved[metric] == saved[metric]  # finite
@@ -22,24 +33,26 @@ def test_recipe_smoke_trains_and_reloads(recipe, metric, tmp_path):
     assert (tmp_path / "model" / "model.safetensors").is_file() and (tmp_path / "model" / "README.md").is_file()
     assert not list(tmp_path.glob("model/*.bin")), "weights and args must not be pickles"
     assert (tmp_path / "samples.jsonl").read_text().strip()
-    _assert_reload_identical(recipe, tmp_path / "model")
-
-
-def _assert_reload_identical(recipe, model_dir):
-    import transformers
-
-    cfg = compose([f"recipe={recipe}", "debug=smoke"])
     from pipeline.tasks import get_task
 
-    auto = getattr(transformers, get_task(cfg).auto_class)
-    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
-    a = auto.from_pretrained(model_dir).eval()
-    b = auto.from_pretrained(model_dir).eval()
-    batch = tok(["the old fox visited Paris"], return_tensors="pt")
-    if a.config.is_encoder_decoder:
-        batch["decoder_input_ids"] = torch.tensor([[a.config.decoder_start_token_id]])
+    auto = getattr(transformers, get_task(compose([f"recipe={recipe}", "debug=smoke"])).auto_class)
+    reloaded = auto.from_pretrained(tmp_path / "model")
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "model")
+    assert torch.equal(_logits(reloaded, tok), captured["logits"])  # the model in memory when it was saved
+
+
+def _logits(model, tok):
+    """Logits of ``model`` (eval mode, no grad) on a fixed probe batch; the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    batch = tok(["the old fox visited Paris", "Angela Merkel met John Smith"], return_tensors="pt", padding=True)
+    batch = {k: v.to(model.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+    if model.config.is_encoder_decoder:
+        batch["decoder_input_ids"] = torch.full((2, 1), model.config.decoder_start_token_id, device=model.device)
     with torch.no_grad():
-        assert torch.equal(a(**batch).logits, b(**batch).logits)
+        out = model(**batch).logits.detach().cpu().clone()
+    model.train(was_training)
+    return out
 
 
 def test_smoke_ner_learns(tmp_path):
@@ -48,28 +61,3 @@ def test_smoke_ner_learns(tmp_path):
     metrics = run_pipeline(["recipe=bert-ner", "debug=smoke"], tmp_path)
     assert metrics["eval_f1"] > 0.3
     assert metrics["train_loss"] < 2.0
-
-
-def test_saved_model_matches_trained_model(tmp_path):
-    """Logits of the reloaded model/ equal those of the in-memory model at the end of the run."""
-    import transformers
-    from pipeline.run import run
-
-    cfg = compose(["recipe=bert-ner", "debug=smoke", "trainer.num_train_epochs=1"])
-    captured = {}
-    orig = transformers.Trainer.save_model
-
-    def spy(self, output_dir=None, _internal_call=False):
-        captured["model"] = self.model
-        return orig(self, output_dir, _internal_call)
-
-    transformers.Trainer.save_model = spy
-    try:
-        run(cfg, tmp_path)
-    finally:
-        transformers.Trainer.save_model = orig
-    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "model")
-    reloaded = transformers.AutoModelForTokenClassification.from_pretrained(tmp_path / "model").eval()
-    batch = tok(["Angela Merkel visited Paris ."], return_tensors="pt")
-    with torch.no_grad():
-        assert torch.allclose(captured["model"].eval()(**batch).logits, reloaded(**batch).logits, atol=1e-6)

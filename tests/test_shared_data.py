@@ -32,14 +32,20 @@ def test_dialogsum_and_tinyshakespeare_load():
     assert len(text["train"]) > 5 * len(text["test"]) > 0
 
 
-def test_tiny_ner_run_on_real_conll(tmp_path):
-    """A scratch BERT trains on 400 real CoNLL sentences and gets a finite F1 from real predictions."""
-    m = run_pipeline(["recipe=bert-ner", "debug=smoke", "data=conll2003-local", "data.source=conll",
-                      f"data.dir={SHARED_DATA / 'conll2003'}", "data.max_train_samples=400",
-                      "data.max_eval_samples=100", "data.max_test_samples=100"], tmp_path)
+def test_tiny_ner_run_on_real_conll_learns(tmp_path):
+    """debug=smoke on real CoNLL files named on the command line (kept by smoke, first 400 sentences): the tiny
+    scratch BERT learns from them: the training loss falls and the test loss ends well below a uniform guess over
+    the 9 tags (ln 9 = 2.2), and it finds real entities (all-"O" would score F1 0)."""
+    conll = SHARED_DATA / "conll2003"
+    m = run_pipeline(["recipe=bert-ner", "debug=smoke", f"data.train_file={conll / 'train.txt'}",
+                      f"data.validation_file={conll / 'valid.txt'}", f"data.test_file={conll / 'test.txt'}",
+                      "data.max_train_samples=400", "data.max_eval_samples=100", "data.max_test_samples=100",
+                      "trainer.num_train_epochs=4"], tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert 0.0 <= saved["test_f1"] <= 1.0 and saved["test_loss"] == pytest.approx(m["test_loss"])
-    assert saved["train_samples"] == 400
+    assert saved["train_samples"] == 400 and saved["test_loss"] == pytest.approx(m["test_loss"])
+    losses = [row["loss"] for row in json.loads((tmp_path / "log_history.json").read_text()) if "loss" in row]
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert saved["test_loss"] < 1.2 and saved["test_f1"] > 0.15, saved  # measured 0.69 / 0.38: real entities found
 
 
 def test_minilm_ner_recipe_learns_real_conll(tmp_path):

@@ -270,3 +270,46 @@ def test_smoke_keeps_named_files_and_model_and_drops_the_recipe_ones():
     assert cfg.data.max_train_samples == cfg.data.synthetic.num_train  # your files: capped like generated data
     plain = compose(["recipe=minilm-ner", "debug=smoke"])
     assert plain.data.train_file is None and plain.model.name_or_path is None
+
+
+# -- debug=smoke keeps what you name (end to end) ------------------------------------------------------------------
+SMOKE_FAST = ["trainer.max_steps=2", "num_samples=2", "quiet=true"]
+
+
+@pytest.mark.slow
+def test_smoke_runs_on_your_files_first_rows(tmp_path):
+    import json
+
+    from conftest import run_pipeline
+
+    rows = [{"tokens": ["Zorblax", f"w{i}", "visited", "Quuxland"], "tags": ["B-PER", "O", "O", "B-LOC"]}
+            for i in range(600)]
+    (tmp_path / "mine.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    m = run_pipeline(["recipe=bert-ner", "debug=smoke", f"data.train_file={tmp_path / 'mine.jsonl'}", *SMOKE_FAST],
+                     tmp_path / "run")
+    assert m["train_samples"] == 256  # capped like the generated data (of 480 after cutting validation / test)
+    sample = json.loads((tmp_path / "run" / "samples.jsonl").read_text().splitlines()[0])
+    assert sample["tokens"][0] == "Zorblax"  # the run read these files, not generated data
+
+
+@pytest.mark.slow
+def test_smoke_with_a_named_model_builds_a_tiny_one_of_its_family_with_its_tokenizer(tmp_path):
+    import json
+
+    import transformers
+
+    from conftest import run_pipeline
+    from pipeline.families import get_family
+    from pipeline.scratch import train_tokenizer
+
+    folder = tmp_path / "my-roberta"
+    tok = train_tokenizer(get_family("roberta"), [f"the old fox number {i} visited Paris" for i in range(200)], 300)
+    tok.save_pretrained(folder)
+    transformers.RobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=64).save_pretrained(folder)
+    m = run_pipeline(["recipe=bert-ner", "debug=smoke", f"model.name_or_path={folder}", *SMOKE_FAST],
+                     tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert m["family"] == "roberta" and saved["model_type"] == "roberta"  # the named model's family, not bert
+    assert saved["vocab_size"] == len(tok) and saved["hidden_size"] == 32  # its tokenizer; the smoke sizes
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path / "run" / "model").get_vocab() == tok.get_vocab()

@@ -131,6 +131,8 @@ class TrainerKeys:
     """The trainer group's pipeline keys; every other key is a TrainingArguments field (``library_fields``)."""
     global_batch_size: Optional[int] = field(default=None, metadata=SIZE)
     group_order: str = field(default="shuffled", metadata=one_of("shuffled", "sorted"))
+    early_stopping_patience: Optional[int] = field(default=None, metadata=SIZE)
+    early_stopping_threshold: float = field(default=0.0, metadata=at_least(0.0))
 
 
 @dataclass

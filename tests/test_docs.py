@@ -7,6 +7,7 @@ continuations joined, a leading ``$ `` dropped), and inline code spans that are 
 Each command is
 1. composed as written and resolved (pipeline/config.py: types, ranges, derived values, library configs), for every
    job of a sweep;
+   (a sweep: jobs covering every value of every axis);
 2. run, unless it is a sweep, an ``accelerate launch``, a ``--cfg`` print, or still needs the Hub with
    ``debug=smoke``: with ``debug=smoke`` (tiny model; the data files it names are written here in the format its
    config says, or generated data) and a few steps (``BUDGET``). Commands that compose to the same code path (task,
@@ -14,7 +15,8 @@ Each command is
 ``finetune-predict`` / ``-compare`` / ``-export`` / ``-rlhf`` run against the runs this test made.
 
 Placeholders: ``outputs/<recipe>/<time>`` (any ``<...>`` part) is a run of that recipe made here (one with an adapter
-for ``finetune-export --merge``); ``outputs/multirun/...`` the folder of all runs made here; ``<sft run>`` a run of a
+for ``finetune-export --merge``); ``outputs/multirun/...`` (and any folder ``finetune-compare`` is given that no command made here, e.g. a search's
+sweep folder) the folder of all runs made here; ``<sft run>`` a run of a
 causal-LM task; ``<run>/reward/model`` a run with a reward model; ``key=...`` a data file written here. A command
 with another placeholder fails the test: give it a rule here.
 """
@@ -106,37 +108,46 @@ def split_command(command: str) -> tuple[str, list[str], list[str]]:
 
 # -- sweeps --------------------------------------------------------------------------------------------------------
 def jobs_of(overrides: list[str]) -> list[list[str]]:
-    """The jobs of a command line: Hydra's own parser expands discrete sweeps (a,b,c / range / choice); a sweep in a
-    recipe's hydra.sweeper.params (compare-all) expands too."""
-    import itertools
+    """Jobs of a command line that cover every value of every sweep axis at least once (Hydra's own parser expands
+    a,b,c / range / choice; the k-th job takes the k-th value of each axis, so max(axis length) jobs, not their
+    product). A sweep a group option brings (recipe=compare-all, search=<recipe>: hydra.sweeper.params) adds its axes.
+    Continuous search spaces (interval) have no jobs to list: the rest of the line is resolved."""
+    axes = _axes(overrides)
+    first = [axis[0] for axis in axes]
+    if recipe_sweeps(first):
+        from hydra import compose, initialize_config_dir
 
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            hcfg = compose(config_name="config", overrides=first, return_hydra_config=True).hydra
+        params = dict(hcfg.sweeper.get("params") or {})
+        axes += _axes([f"{k}={v}" for k, v in params.items()])
+    n = max((len(axis) for axis in axes), default=1)
+    return [[axis[k % len(axis)] for axis in axes] for k in range(n)]
+
+
+def _axes(overrides: list[str]) -> list[list[str]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
     axes = []
-    for o in parsed:
-        if o.is_sweep_override():
-            if o.is_discrete_sweep():
-                axes.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
-        else:
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if not o.is_sweep_override():
             axes.append([o.input_line])
-    base = [list(job) for job in itertools.product(*axes)]
-    if not recipe_sweeps(base[0]):
-        return base
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        hcfg = compose(config_name="config", overrides=base[0], return_hydra_config=True).hydra
-    params = dict(hcfg.sweeper.get("params") or {})
-    more = jobs_of([f"{k}={v}" for k, v in params.items()])
-    return [job + extra for job in base for extra in more]
+        elif o.is_discrete_sweep():
+            axes.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+    return axes
 
 
 def recipe_sweeps(overrides: list[str]) -> bool:
-    """The recipe named is itself a sweep (hydra.mode: MULTIRUN, e.g. compare-all)."""
-    name = next((o.split("=", 1)[1] for o in overrides if o.startswith("recipe=")), None)
-    path = ROOT / "recipes" / f"{name}.yaml"
-    return bool(name) and path.is_file() and "MULTIRUN" in path.read_text()
+    """A group option named is itself a sweep (hydra.mode: MULTIRUN: recipe=compare-all, search=<recipe>)."""
+    for o in overrides:
+        group, _, name = o.partition("=")
+        if not name or "." in group or group.startswith(("+", "~")):
+            continue
+        for option in name.strip("[]").split(","):
+            path = ROOT / "conf" / group / f"{option.strip()}.yaml"
+            if path.is_file() and "MULTIRUN" in path.read_text():
+                return True
+    return False
 
 
 # -- the runs this test makes --------------------------------------------------------------------------------------
@@ -144,7 +155,7 @@ class Workspace:
     """A folder that is the cwd of every command; runs made in it, found again for placeholders."""
 
     def __init__(self, root: Path):
-        self.root, self.runs, self.keys, self.n = root, [], {}, 0
+        self.root, self.runs, self.keys, self.n, self.program = root, [], {}, 0, ""
 
     def new_run_dir(self, named: str | None) -> Path:
         self.n += 1
@@ -174,6 +185,8 @@ def substitute(word: str, ws: Workspace, words: list[str]) -> str:
             return f"{key}={'prefs.jsonl' if key.startswith('rlhf.') else Path(key).name + '.jsonl'}"
         raise AssertionError(f"no rule for the placeholder in {word!r}")
     if "<" not in text:
+        if _compare_dir(text, ws):  # finetune-compare of a folder a sweep (resolved, not run here) would have made
+            return str(ws.root / "outputs")
         return word
     head = text.split("<", 1)[0]
     if text.startswith("<sft_run>"):
@@ -194,6 +207,11 @@ def substitute(word: str, ws: Workspace, words: list[str]) -> str:
     if path is None:
         raise AssertionError(f"{word!r}: no run made here stands for it (a command it refers to did not run first)")
     return f"{key}={path}" if eq else path
+
+
+def _compare_dir(text: str, ws: Workspace) -> bool:
+    return ws.program == "finetune-compare" and not text.startswith("-") and \
+        not (ws.root / text).exists() and not Path(text).exists()
 
 
 def _causal_tasks() -> list[str]:
@@ -372,12 +390,13 @@ def test_every_documented_command_runs_or_resolves(tmp_path, monkeypatch):
     logging.disable(logging.WARNING)
     monkeypatch.chdir(tmp_path)
     ws = Workspace(tmp_path)
-    t0, failures, report, seen = time.time(), [], [], {}
+    t0, failures, report, seen, resolved = time.time(), [], [], {}, {}
     commands = doc_commands()
     for where, command in commands:
         t = time.time()
         try:
             program, flags, words = split_command(command)
+            ws.program = program
             words = [substitute(w, ws, words) for w in words]
             same = seen.setdefault((program, tuple(flags), tuple(words)), where)
             if same != where and "<" not in command and "resume=" not in command:
@@ -387,7 +406,10 @@ def test_every_documented_command_runs_or_resolves(tmp_path, monkeypatch):
             if name in ("finetune", "finetune-rlhf"):
                 jobs = jobs_of(words)
                 for job in jobs:  # as written: composes, every value checked, derived values and library configs
-                    written = resolve(compose(job), stage="rlhf" if name == "finetune-rlhf" else "finetune")
+                    key = (name, tuple(job))
+                    if key not in resolved:
+                        resolved[key] = resolve(compose(job), stage="rlhf" if name == "finetune-rlhf" else "finetune")
+                    written = resolved[key]
                 why = needs_machine(program, flags, words)
                 if why:
                     report.append(f"resolved ({len(jobs)} job(s); {why}): {where}")

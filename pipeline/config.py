@@ -2,7 +2,7 @@
 (pipeline/rlhf/__init__.run_alone) call ``resolve``; the stages read the result, which is read-only.
 
 ``resolve(cfg, run_dir)`` returns a new config in which
-- every value has its type and range (pipeline/schema.py: the pipeline's own keys, the task's ``Config``, the
+- every value has its type and range (pipeline/schema.py + typecheck.py: the pipeline's own keys, the task's ``Config``, the
   fields of TrainingArguments / the PEFT config / TRL configs, generation settings), and the library config objects
   were built once, so their own validation ran;
 - derived values are filled in, each in one place: escapes typed on a shell command line (``data.conll.separator='\\t'``
@@ -16,12 +16,13 @@ launcher) are ``check.environment``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
 from pathlib import Path
 
-from pipeline import schema
+from pipeline import schema, typecheck
 from pipeline.errors import ConfigError
 
 log = logging.getLogger("pipeline")
@@ -106,14 +107,14 @@ def _typed(d: dict) -> None:
     for cls, group in groups:
         node = d if group is None else d.get(group)
         if isinstance(node, dict):
-            _merge(node, schema.check(cls, node, f"{group}." if group else ""))
+            _merge(node, typecheck.check(cls, node, f"{group}." if group else ""))
     task = d.get("task")
     if not isinstance(task, dict) or not task.get("name"):
         raise ConfigError("task: no task.name in the config; pick one with task=<name>")
     tcls = task_class(str(task["name"]))
-    typed = schema.check(tcls.Config, task, "task.")
+    typed = typecheck.check(tcls.Config, task, "task.")
     _merge(task, typed)
-    ranged = {f.name for f in schema.dataclasses.fields(tcls.Config) if f.metadata}
+    ranged = {f.name for f in dataclasses.fields(tcls.Config) if f.metadata}
     for key, value in typed.items():  # a task's sizes (lengths, block size, windows) are positive integers
         if isinstance(value, int) and not isinstance(value, bool) and value < 1 and key not in ranged:
             raise ConfigError(f"task.{key}={value} is out of range: it must be >= 1")
@@ -199,19 +200,19 @@ def _trainer(cfg) -> None:
     from pipeline.train import resolve_auto
 
     args_class = get_task(cfg).trainer_classes()[1]
-    schema.library_fields(OmegaConf.to_container(cfg.trainer), args_class, "trainer.", allow_auto=True)
+    typecheck.library_fields(OmegaConf.to_container(cfg.trainer), args_class, "trainer.", allow_auto=True)
     distributed.configure(cfg)  # batch plan from trainer.global_batch_size; launcher settings agree with cfg.trainer
     if cfg.get("quiet") or os.environ.get("FINETUNE_QUIET") == "1":
         cfg.trainer.disable_tqdm = True
     fields = OmegaConf.to_container(cfg.trainer)
     resolve_auto(fields)
     OmegaConf.update(cfg, "trainer", fields, merge=False)
-    schema.library_fields(fields, args_class, "trainer.")
+    typecheck.library_fields(fields, args_class, "trainer.")
     if cfg.get("rlhf"):
         for key in ("trainer", "reward.trainer"):
             block = OmegaConf.select(cfg.rlhf, key)
             if block is not None:
-                schema.library_fields(OmegaConf.to_container(block), args_class, f"rlhf.{key}.")
+                typecheck.library_fields(OmegaConf.to_container(block), args_class, f"rlhf.{key}.")
 
 
 def uses_peft_lr(cfg) -> bool:
@@ -257,7 +258,7 @@ def _library_configs(cfg, run_dir, stage: str) -> None:
         from pipeline import train
 
         train.training_args(cfg, task, where)
-        schema.generation(task.generation_settings(), "task.generation.")
+        typecheck.generation(task.generation_settings(), "task.generation.")
     if cfg.get("rlhf"):
         from pipeline.rlhf.common import trl_configs
 

@@ -2,7 +2,7 @@
 with the training config, batch size derived from the process count, replicas checked, clean shutdown.
 
 Hooks (one line each): ``cli.main`` calls ``before_hydra()`` and ``shutdown()``; on a failure ``cli._app`` records
-``root_error()`` in status.json, then ``exit_if_secondary()``; ``run.setup`` calls ``configure(cfg)``;
+``root_error()`` in status.json, then ``exit_if_secondary()``; ``config.resolve`` calls ``configure(cfg)``;
 ``train.training_args`` calls ``training_fields(fields)``; ``train.build_trainer`` calls ``fsdp_wrap(cfg, model)``;
 ``run.report_stage`` merges ``run_facts(trainer)``. With one process (WORLD_SIZE unset or 1) every hook is a no-op
 apart from the batch arithmetic. Light imports at module level: this loads at CLI start-up.
@@ -165,7 +165,8 @@ def batch_plan(global_batch: int | None, per_device_max: int, accumulation: int,
 
 def configure(cfg) -> None:
     """Before data and model: derive the batch from trainer.global_batch_size and refuse launcher settings that
-    disagree with cfg.trainer, each with one line. Mutates cfg.trainer (like a command-line override would)."""
+    disagree with cfg.trainer, each with one line. Sets cfg.trainer's batch fields: pipeline/config.py calls it on
+    the config it is resolving, before that config becomes read-only."""
     t = cfg.trainer
     per_device, steps = batch_plan(t.get("global_batch_size"), int(t.per_device_train_batch_size),
                                    int(t.gradient_accumulation_steps), world_size())

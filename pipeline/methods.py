@@ -184,7 +184,7 @@ def peft_config(mcfg, family, task_type: str, heads: tuple, total_steps: int | N
     if unknown:
         raise ConfigError(f"method={mcfg.name}: {unknown} are not {config_class.__name__} fields; "
                           f"use some of {sorted(fields - {'peft_type', 'task_type'})}")
-    from pipeline.schema import library_fields
+    from pipeline.typecheck import library_fields
 
     library_fields(kwargs, config_class, "method.")  # types of the config class's fields, ranges (r >= 1, ...)
     kwargs["task_type"] = task_type

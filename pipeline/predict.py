@@ -224,14 +224,14 @@ def check_args(args, gen: dict) -> None:
     """The command's own values, before a model is loaded: one line each (exit 2), no traceback."""
     import re
 
-    from pipeline import schema
+    from pipeline import typecheck
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size={args.batch_size} must be >= 1")
     if args.seed is not None and not 0 <= args.seed < 2 ** 32:
         raise ConfigError(f"--seed={args.seed} must be in [0, 2**32)")
     try:
-        schema.generation({k: v for k, v in gen.items() if v is not None}, "--")
+        typecheck.generation({k: v for k, v in gen.items() if v is not None}, "--")
     except ConfigError as e:
         raise ConfigError(re.sub(r"--(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(e))) from None
     if args.device:

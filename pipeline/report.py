@@ -53,7 +53,8 @@ def run_facts(cfg, model, task, raw, tokenized, train_metrics: dict, world_size:
 
     trainable, total = count_parameters(model)
     facts = {
-        "task": cfg.task.name, "model": str(cfg.model.name_or_path), "family": cfg.model.family,
+        "task": cfg.task.name, "model": str(cfg.model.name_or_path or f"a tiny {cfg.model.family} from config"),
+        "family": cfg.model.family,
         "init": cfg.model.init, "method": cfg.method.name, "seed": int(cfg.seed), "world_size": world_size,
         "trainable_params": trainable, "total_params": total, "trainable_ratio": trainable / max(1, total),
         "train_samples": len(tokenized["train"]), "dataset_fingerprint": {k: v._fingerprint for k, v in raw.items()},

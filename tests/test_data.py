@@ -180,6 +180,18 @@ def test_dropped_rows_are_counted_per_split_with_the_reason(tmp_path, caplog):
     assert len(ds["train"]) == 6 and "dropped from split 'train': 2 rows (empty or non-string text)" in caplog.text
 
 
+def test_ner_rows_with_null_words_or_tags_are_dropped_and_counted(tmp_path):
+    from pipeline.tasks import get_task
+
+    rows = [{"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]}] * 6 + [{"tokens": None, "tags": None},
+                                                                         {"tokens": ["a"], "tags": [None]}]
+    f = tmp_path / "d.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds, dropped = load_raw_dropped(data_cfg(train_file=str(f), validation_file=str(f), test_file=str(f)),
+                                   get_task(compose(["task=ner"])), 0)
+    assert dropped["train"] == {"missing tokens or tags": 2} and len(ds["train"]) == 6
+
+
 def _tokenized_with_counts(overrides, tmp_path):
     """The data + tokenise stages of a smoke run: (tokenized, cut counts)."""
     from pipeline import models

@@ -93,17 +93,20 @@ class NerTask(Task):
         return {"tokens": tokens, "tags": tags}
 
     def clean(self, split, d):
-        """Words and tags must be lists of strings of equal length (an error naming the row otherwise); empty
-        sentences are dropped and counted."""
+        """Words and tags must be lists of strings of equal length (an error naming the row otherwise); rows with a
+        missing (null) word or tag and empty sentences are dropped and counted."""
         from pipeline.data.checks import drop_rows, string_lists
 
         string_lists(d, split, self.columns)
+        d, missing = drop_rows(d, self.columns, lambda row: all(row[c] is not None and None not in row[c]
+                                                                 for c in self.columns), "missing tokens or tags")
         bad = [i for i, (t, g) in enumerate(zip(d["tokens"], d["tags"])) if len(t) != len(g)]
         if bad:
             raise DataError(f"split '{split}' row {bad[0]}: {len(d[bad[0]]['tokens'])} tokens but "
                             f"{len(d[bad[0]]['tags'])} tags ({len(bad)} rows like this); every token needs "
                             f"exactly one tag")
-        return drop_rows(d, ("tokens",), lambda row: len(row["tokens"]) > 0, "empty sentence")
+        d, empty = drop_rows(d, ("tokens",), lambda row: len(row["tokens"]) > 0, "empty sentence")
+        return d, {**missing, **empty}
 
     def prepare(self, raw):
         self.labels = sort_labels(t for row in raw["train"]["tags"] for t in row)

@@ -14,6 +14,10 @@ from pipeline.paths import resolve_pkg_path
 SECRET_KEY = re.compile(r"(^|[._-])(token|password|passwd|secret|api_?key|credentials?|auth)([._-]|$)", re.I)
 
 
+ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flash_attention_4", "flex_attention",
+             "paged|eager", "paged|sdpa", "paged|flash_attention_2")  # transformers 5 attn_implementation names
+
+
 def validate(cfg) -> None:
     """Cross-field checks of the config alone (pipeline/config.py ``resolve`` calls this; no files, no network)."""
     from pipeline.tasks import task_class
@@ -24,6 +28,10 @@ def validate(cfg) -> None:
 
     methods.validate(cfg, family)  # method x family / trainer combinations that cannot work (methods.REFUSALS)
     _check_trainer(cfg.trainer)
+    attn = cfg.model.get("attn_implementation")
+    if attn and attn not in ATTENTION and "/" not in str(attn):  # "<org>/<repo>": a kernel from the Hub
+        raise ConfigError(f"model.attn_implementation={attn!r}: use one of {', '.join(ATTENTION)}, null (the "
+                          f"model's default), or a Hub kernel repo id")
     if cfg.model.init == "pretrained" and not cfg.model.get("name_or_path"):
         raise ConfigError("model.init=pretrained needs model.name_or_path=<hub id, local folder or pkg://...>")
     secret = next((k for k, v in (cfg.trainer or {}).items() if SECRET_KEY.search(str(k)) and v), None)

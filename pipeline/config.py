@@ -257,8 +257,8 @@ def _library_configs(cfg, run_dir, stage: str) -> None:
     if stage == "finetune":
         from pipeline import train
 
+        typecheck.generation(task.generation_settings(), "task.generation.")  # also read by training_args
         train.training_args(cfg, task, where)
-        typecheck.generation(task.generation_settings(), "task.generation.")
     if cfg.get("rlhf"):
         from pipeline.rlhf.common import trl_configs
 

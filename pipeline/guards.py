@@ -11,6 +11,7 @@ import errno
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -173,6 +174,15 @@ def user_error(exc: BaseException, cfg=None, run_dir: Path | None = None) -> Pip
     for e in _chain(exc):
         if isinstance(e, PipelineError):
             return e
+    for e in _chain(exc):
+        if isinstance(e, KeyError) and "metric_for_best_model" in str(e) and cfg is not None:
+            from pipeline.errors import ConfigError
+
+            shown = sorted(k for k in re.findall(r"'eval_(\w+)'", str(e))
+                           if not k.endswith(("runtime", "per_second", "_number")) and k not in
+                           ("epoch", str(cfg.task.metric)))
+            return ConfigError(f"task.metric={cfg.task.metric}: the evaluation has no eval_{cfg.task.metric}; use "
+                               f"one of {', '.join(shown)} (complete checkpoints are kept; resume=auto continues)")
     for e in _chain(exc):
         if type(e).__name__ == "OutOfMemoryError" or isinstance(e, MemoryError) or "CUDA out of memory" in str(e):
             return TrainingError(oom_message(e, cfg) if cfg is not None else f"out of memory ({_first_line(e)})")

@@ -146,8 +146,11 @@ def resolve_targets(targets, family, model=None):
     """``attention`` | ``mlp`` | ``attention+mlp`` | ``norms`` | ``all-linear`` | a list of module names."""
     if targets is None or isinstance(targets, str) and targets == "all-linear":
         return targets
-    if not isinstance(targets, str):
+    if isinstance(targets, (list, tuple)) and all(isinstance(t, str) for t in targets):
         return list(targets)
+    if not isinstance(targets, str):
+        raise ConfigError(f"method.targets={targets!r}: use attention, mlp, attention+mlp, norms, all-linear or a "
+                          f"list of module names")
     names = []
     for part in targets.split("+"):
         if part == "attention":

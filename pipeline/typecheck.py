@@ -141,7 +141,7 @@ def _accepts(value, hint) -> bool:
     if hint is str:
         return isinstance(value, str)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return value in [m.value for m in hint] or value in hint.__members__
+        return isinstance(value, str) and (value in [m.value for m in hint] or value in hint.__members__)
     if (origin or hint) in (list, tuple, List, typing.Sequence):
         return isinstance(value, (list, tuple))
     if (origin or hint) in (dict, Dict, typing.Mapping):

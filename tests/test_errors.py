@@ -106,6 +106,11 @@ CASES = [
     ("tiny model that cannot be built", ["debug=smoke", "model.scratch.hidden_size=33"], {}, {},
      "model.scratch.hidden_size=33 is not a multiple of model.scratch.num_heads=2"),
     ("data path is a folder", SMOKE + ["data.train_file={tmp}"], {}, {}, "is a folder; give a file"),
+    ("unknown attention implementation", ["debug=smoke", "model.attn_implementation=fast"], {}, {},
+     "model.attn_implementation='fast': use one of sdpa, eager"),
+    ("task metric the evaluation does not compute", ["debug=smoke", "task.metric=f2", "trainer.max_steps=2",
+                                                      "data.synthetic.num_train=32"], {}, {},
+     "task.metric=f2: the evaluation has no eval_f2; use one of LOC_f1, MISC_f1, ORG_f1, PER_f1, accuracy, f1, loss"),
 ]
 
 
@@ -124,6 +129,9 @@ def message_of(overrides, case_dir: Path) -> str:
     from pipeline.errors import PipelineError
     from pipeline.run import run
 
+    from pipeline.guards import user_error
+
+    cfg = None
     try:
         cfg = compose(overrides)
         run(cfg, case_dir / "run")
@@ -131,6 +139,11 @@ def message_of(overrides, case_dir: Path) -> str:
         return str(e).strip()
     except PipelineError as e:
         return str(e)
+    except Exception as e:  # as the CLI does: errors from inside the libraries that are the user's to fix
+        err = user_error(e, cfg, case_dir / "run")
+        if err is None:
+            raise
+        return str(err)
     raise AssertionError(f"no error for {overrides}")
 
 

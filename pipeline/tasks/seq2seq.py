@@ -73,7 +73,7 @@ class Seq2SeqTask(Task):
 
     def training_args_extra(self):
         gen = self.generation_settings()
-        return {"predict_with_generate": True, "generation_num_beams": int(gen.get("num_beams", 1)),
+        return {"predict_with_generate": True, "generation_num_beams": int(gen.get("num_beams") or 1),
                 "generation_max_length": int(self.tcfg.max_target_length)}
 
     def decode(self, tokenizer, ids):

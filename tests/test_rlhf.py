@@ -51,8 +51,8 @@ def test_bad_rlhf_settings_are_refused_before_training():
         check.validate(compose(["recipe=quickstart", "rlhf=dpo"]))
     with pytest.raises(ConfigError, match="num_generations=3"):
         check.validate(compose(["recipe=gpt2-rlhf", "debug=smoke", "rlhf.generation.num_generations=3"]))
-    with pytest.raises(ModelError, match="rlhf.reward_path"):
-        check.validate(compose(["recipe=gpt2-rlhf", "debug=smoke", "rlhf.reward_path=/nowhere"]))
+    with pytest.raises(ModelError, match="rlhf.reward_path"):  # a path: a check of the machine, not the config
+        check.environment(compose(["recipe=gpt2-rlhf", "debug=smoke", "rlhf.reward_path=/nowhere"]))
 
 
 # -- preference data -----------------------------------------------------------------------------------------------

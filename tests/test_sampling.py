@@ -41,14 +41,14 @@ def test_trainer_class_switch():
     from transformers import Trainer
 
     from conftest import compose
-    from pipeline.check import validate
+    from pipeline.config import resolve
     from pipeline.errors import ConfigError
 
     assert with_group_order(Trainer, "sorted") is Trainer
     sub = with_group_order(Trainer, "shuffled")
     assert issubclass(sub, Trainer) and sub.__name__ == "Trainer"
-    with pytest.raises(ConfigError, match="use shuffled"):  # refused before any data or model work
-        validate(compose(["debug=smoke", "trainer.group_order=random"]))
+    with pytest.raises(ConfigError, match="group_order='random': use one of shuffled, sorted"):  # before any work
+        resolve(compose(["debug=smoke", "trainer.group_order=random"]))
 
 
 def test_trainer_draws_batches_from_the_shuffled_sampler(tmp_path):

@@ -24,17 +24,17 @@ LANGUAGES = {"en": "English", "de": "German", "fr": "French", "ro": "Romanian", 
              "gu": "Gujarati", "kk": "Kazakh", "pl": "Polish", "sv": "Swedish", "da": "Danish", "ar": "Arabic",
              "ko": "Korean", "uk": "Ukrainian"}
 
-# Generated data: a tiny deterministic "German" for generated English: word by word, with number agreement (plural
-# nouns, verbs and adjective endings change in both languages), so stems and endings recur and a tiny model learns
-# it within seconds. Test sentences use held-out sentence shapes (pool()); the words are shared, since a word the
-# training data never translates cannot be translated by any model.
-NOUNS = {  # English singular, plural; German singular, plural
+# Generated data: a tiny deterministic "German" for generated English, word by word with number agreement (plural
+# nouns, verb forms and adjective endings change in both languages), so stems and endings recur across words and the
+# scratch Unigram tokenizer keeps them as pieces (words seen in one form only end up as characters). Test sentences
+# use held-out sentence shapes (pool()); the words are shared: a word training never translates cannot be learned.
+NOUNS = {  # English singular: English plural, German singular, German plural
     "fox": ("foxes", "Fuchs", "Füchse"), "dog": ("dogs", "Hund", "Hunde"), "cat": ("cats", "Katze", "Katzen"),
     "horse": ("horses", "Pferd", "Pferde"), "owl": ("owls", "Eule", "Eulen"), "bear": ("bears", "Bär", "Bären"),
-    "crow": ("crows", "Krähe", "Krähen"), "river": ("rivers", "Fluss", "Flüsse"), "stone": ("stones", "Stein", "Steine"),
-    "house": ("houses", "Haus", "Häuser"), "tree": ("trees", "Baum", "Bäume"), "road": ("roads", "Straße", "Straßen"),
+    "crow": ("crows", "Krähe", "Krähen"), "river": ("rivers", "Fluss", "Flüsse"), "house": ("houses", "Haus", "Häuser"),
+    "stone": ("stones", "Stein", "Steine"), "tree": ("trees", "Baum", "Bäume"), "road": ("roads", "Straße", "Straßen"),
     "boat": ("boats", "Boot", "Boote"), "garden": ("gardens", "Garten", "Gärten")}
-VERBS = {  # English 3rd person singular, plural; German singular, plural
+VERBS = {  # English 3rd person singular, plural; German singular, plural (present tense)
     "watch": ("watches", "watch", "sieht", "sehen"), "follow": ("follows", "follow", "folgt", "folgen"),
     "find": ("finds", "find", "findet", "finden"), "chase": ("chases", "chase", "jagt", "jagen"),
     "greet": ("greets", "greet", "grüßt", "grüßen"), "like": ("likes", "like", "mag", "mögen")}

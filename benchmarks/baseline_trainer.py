@@ -12,6 +12,12 @@ EpochSeededOrder), so both sides train on the same batches. Tokens are counted b
 same figures computed the same way. Writes one JSON file (--out) with the Trainer's train metrics + those counts.
 
   python benchmarks/baseline_trainer.py --task ner --model_dir <dir> --data_dir ../shared/data/conll2003 --out r.json
+
+Classification (SST-2 JSONL {text, label}): --num_train_epochs N trains whole epochs (instead of --max_steps) and
+--eval_test scores test.jsonl (accuracy) at the end, the plain-script reference of recipe=minilm-sst2:
+
+  python benchmarks/baseline_trainer.py --task classification --model_dir <minilm dir> --data_dir ../shared/data/sst2 \
+      --num_train_epochs 2 --batch_size 32 --learning_rate 5e-5 --random_order --eval_test --out sst2.json
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from pathlib import Path
 T_START = time.time()
 ROOT = Path(__file__).resolve().parent.parent
 TIMES = {}
+TEST = {}  # classification --eval_test: the tokenised test split
 
 
 def timed_map(ds, fn, **kwargs):
@@ -37,13 +44,16 @@ def timed_map(ds, fn, **kwargs):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--task", choices=["ner", "summarization", "generation"], required=True)
+    p.add_argument("--task", choices=["ner", "summarization", "generation", "classification"], required=True)
     p.add_argument("--model_dir", required=True, help="local model + tokenizer directory")
     p.add_argument("--data_dir", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--padding", choices=["max_length", "dynamic"], default="dynamic")
     p.add_argument("--max_train_samples", type=int, default=None)
     p.add_argument("--max_steps", type=int, default=20)
+    p.add_argument("--num_train_epochs", type=float, default=0, help="> 0: train whole epochs (max_steps ignored)")
+    p.add_argument("--random_order", action="store_true", help="dynamic padding in random order (no group_by_length)")
+    p.add_argument("--eval_test", action="store_true", help="classification: accuracy on test.jsonl at the end")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--learning_rate", type=float, default=5e-5)
     p.add_argument("--seed", type=int, default=0)
@@ -129,6 +139,33 @@ def summarization(args, tokenizer):
     return model, train, collator
 
 
+def classification(args, tokenizer):
+    """SST-2 style JSONL {text, label}: string labels sorted, the run_glue way (DataCollatorWithPadding)."""
+    import datasets
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, default_data_collator
+
+    files = {s: os.path.join(args.data_dir, f"{s}.jsonl") for s in ("train", "test")}
+    raw = datasets.load_dataset("json", data_files=files)
+    if args.max_train_samples:
+        raw["train"] = raw["train"].select(range(min(args.max_train_samples, len(raw["train"]))))
+    labels = sorted(set(raw["train"]["label"]))
+    label2id = {l: i for i, l in enumerate(labels)}
+    pad = "max_length" if args.padding == "max_length" else False
+
+    def encode(batch):
+        enc = tokenizer(batch["text"], truncation=True, max_length=args.max_length, padding=pad)
+        enc["labels"] = [label2id[l] for l in batch["label"]]
+        return enc
+
+    train = timed_map(raw["train"], encode)
+    TEST["dataset"] = raw["test"].map(encode, batched=True, remove_columns=raw["test"].column_names)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        args.model_dir, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id,
+        attn_implementation="sdpa")
+    collator = default_data_collator if pad else DataCollatorWithPadding(tokenizer)
+    return model, train, collator
+
+
 def generation(args, tokenizer):
     import datasets
     from transformers import AutoModelForCausalLM, default_data_collator
@@ -172,18 +209,20 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     transformers.set_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
-    model, train, collator = {"ner": ner, "summarization": summarization, "generation": generation}[args.task](
-        args, tokenizer)
+    model, train, collator = {"ner": ner, "summarization": summarization, "generation": generation,
+                              "classification": classification}[args.task](args, tokenizer)
     seq2seq = args.task == "summarization"
     args_class = transformers.Seq2SeqTrainingArguments if seq2seq else transformers.TrainingArguments
     trainer_class = transformers.Seq2SeqTrainer if seq2seq else transformers.Trainer
     out_dir = Path(args.out).with_suffix("")
     training_args = args_class(
-        output_dir=str(out_dir / "checkpoints"), max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
+        output_dir=str(out_dir / "checkpoints"), max_steps=-1 if args.num_train_epochs > 0 else args.max_steps,
+        num_train_epochs=args.num_train_epochs or 1, per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate, weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear", seed=args.seed,
         logging_steps=20, report_to="none", save_strategy="no", eval_strategy="no", disable_tqdm=True,
         dataloader_pin_memory=False, logging_nan_inf_filter=False,
-        train_sampling_strategy="group_by_length" if args.padding == "dynamic" and args.task != "generation" else "random")
+        train_sampling_strategy="group_by_length" if args.padding == "dynamic" and args.task != "generation"
+        and not args.random_order else "random")
     trainer = trainer_class(model=model, args=training_args, train_dataset=train, data_collator=collator,
                             processing_class=tokenizer)
     sys.path.insert(0, str(ROOT))
@@ -196,6 +235,11 @@ def main(argv=None):
         trainer.add_callback(EpochSeededOrder())
     metrics = dict(trainer.train().metrics)
     metrics.update(throughput.facts(trainer))
+    if args.eval_test and TEST:
+        import numpy as np
+
+        out = trainer.predict(TEST["dataset"])
+        metrics["test_accuracy"] = float((np.argmax(out.predictions, axis=-1) == out.label_ids).mean())
     trainer.save_model(str(out_dir / "model"))
     import resource
 

@@ -133,8 +133,10 @@ def read_inputs(path: str, task, column: str | None) -> list[dict]:
                         f"iconv -f latin1 -t utf-8") from None
     if not rows:
         raise DataError(f"--file {path}: no inputs in it")
+    optional = set(task.optional_input_fields)
     sources = {f: _column(rows, f, tuple(task.input_aliases.get(f, ())), column if i == 0 else None, path)
-               for i, f in enumerate(task.input_fields)}
+               for i, f in enumerate(task.input_fields)
+               if f not in optional or any(n in rows[0] for n in (f, *task.input_aliases.get(f, ())))}
     for n, row in enumerate(rows, 1):
         for f, src in sources.items():
             value = row.get(src)
@@ -182,7 +184,8 @@ def build_parser(task=None) -> argparse.ArgumentParser:
     if task is not None:
         for field in task.input_fields[1:]:
             src.add_argument(f"--{field.replace('_', '-')}", action="append", dest=f"field_{field}",
-                             metavar="TEXT", help=f"the {field} of each --text (one, or one per --text)")
+                             metavar="TEXT", help=f"the {field} of each --text (one, or one per --text)"
+                             + (" (optional)" if field in task.optional_input_fields else ""))
     p.add_argument("--out", help="output file (.jsonl or .csv); default: JSON lines on stdout")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
@@ -209,6 +212,8 @@ def _text_rows(args, task) -> list[dict]:
     rows = [{task.input_fields[0]: t} for t in args.texts]
     for field in task.input_fields[1:]:
         values = getattr(args, f"field_{field}", None) or []
+        if not values and field in task.optional_input_fields:
+            continue
         if len(values) not in (1, len(rows)):
             raise ConfigError(f"give --{field.replace('_', '-')} once (for every --text) or once per --text "
                               f"({len(rows)}), not {len(values)} times")

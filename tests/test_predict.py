@@ -1,5 +1,6 @@
 """finetune-predict on tiny trained runs (debug=smoke, one run per task, trained once per module): NER spans line up
-with the input text, generation and summarization return text, batch files round-trip, bad input fails in one line.
+with the input text, generation, summarization and translation return text, classification returns a label and its
+probability (single texts and text pairs), batch files round-trip, bad input fails in one line.
 """
 
 import csv
@@ -11,7 +12,11 @@ import pytest
 
 from conftest import ROOT, compose
 
-RECIPES = {"ner": "bert-ner", "generation": "gpt2-generation", "summarization": "t5-summarization"}
+RECIPES = {"ner": ["recipe=bert-ner"], "generation": ["recipe=gpt2-generation"],
+           "summarization": ["recipe=t5-summarization"],
+           "classification": ["recipe=minilm-sst2", "trainer.num_train_epochs=8"],  # past the plateau: it learns
+           "pairs": ["recipe=minilm-sst2", "task.synthetic_pairs=true", "num_samples=0"],
+           "translation": ["recipe=t5-translation"]}
 SENTENCES = ["Angela Merkel visited Paris in May .", "the old fox met John Smith near Berlin",
              "Dr. Grace Moreno-Costa (ACME Corp.) flew to São Paulo, then to New York!", "no entities here at all"]
 
@@ -35,8 +40,8 @@ def labels(predictor):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    return {task: train([f"recipe={recipe}", "debug=smoke"], tmp_path_factory.mktemp(task))
-            for task, recipe in RECIPES.items()}
+    return {task: train([*overrides, "debug=smoke"], tmp_path_factory.mktemp(task))
+            for task, overrides in RECIPES.items()}
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +159,56 @@ def test_help_does_not_import_torch():
            "print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_classification_predicts_labels_like_the_evaluate_stage(runs):
+    """Predictions of the saved model equal samples.jsonl (the in-memory model at the end of the run), and the
+    learned polarity carries to new sentences."""
+    from pipeline.predict import Predictor
+
+    p = Predictor(runs["classification"])
+    rows = [json.loads(l) for l in (runs["classification"] / "samples.jsonl").read_text().splitlines()]
+    preds = p.predict([r["text"] for r in rows])
+    assert [x["label"] for x in preds] == [r["predicted"] for r in rows]
+    assert [x["score"] for x in preds] == pytest.approx([r["score"] for r in rows], abs=1e-3)
+    new = p.predict(["the ending was wonderful and moving .", "the plot was dull and tedious ."])
+    assert [x["label"] for x in new] == ["positive", "negative"] and all(0.5 < x["score"] <= 1 for x in new)
+
+
+def test_text_pairs_from_the_command_line_and_a_file(runs, tmp_path):
+    from pipeline.predict import Predictor, read_inputs
+
+    labels = {"entailment", "neutral", "contradiction"}
+    out = _cli(runs["pairs"], "--text", "the old fox finds the stone .", "--text-pair", "the fox finds the stone .",
+               "--text", "the lazy owl greets the tree .", "--text-pair", "the owl never greet the tree .")
+    assert out.returncode == 0, out.stderr
+    got = [json.loads(l) for l in out.stdout.splitlines()]
+    assert [r["text_pair"] for r in got] == ["the fox finds the stone .", "the owl never greet the tree ."]
+    assert all(r["prediction"]["label"] in labels and 0 < r["prediction"]["score"] <= 1 for r in got)
+    src = tmp_path / "pairs.csv"
+    src.write_text("sentence1,sentence2\nthe old fox finds the stone .,the fox finds the stone .\n")
+    p = Predictor(runs["pairs"])
+    rows = read_inputs(str(src), p.task, None)  # GLUE-style column names are accepted
+    assert rows[0]["_input"] == {"text": "the old fox finds the stone .", "text_pair": "the fox finds the stone ."}
+    assert p.predict([r["_input"] for r in rows])[0] == got[0]["prediction"]
+
+
+def test_a_single_text_model_needs_no_text_pair(runs):
+    from pipeline.predict import Predictor, _text_rows, build_parser, run_task
+
+    task = run_task(runs["classification"])
+    rows = _text_rows(build_parser(task).parse_args([str(runs["classification"]), "--text", "a superb cast ."]), task)
+    assert rows[0]["_input"] == {"text": "a superb cast ."}
+    assert Predictor(runs["classification"]).predict([rows[0]["_input"]])[0]["label"] in ("positive", "negative")
+
+
+def test_translation_matches_the_evaluate_stage_samples(runs, tmp_path):
+    from pipeline.predict import Predictor, read_inputs
+
+    rows = [json.loads(l) for l in (runs["translation"] / "samples.jsonl").read_text().splitlines()]
+    p = Predictor(runs["translation"])
+    preds = p.predict([r["en"] for r in rows])
+    assert preds == [r["generated"] for r in rows] and all(isinstance(x, str) for x in preds)
+    src = tmp_path / "sentences.jsonl"
+    src.write_text("".join(json.dumps({"text": r["en"]}) + "\n" for r in rows))  # "text": an alias of "en"
+    assert p.predict([r["_input"] for r in read_inputs(str(src), p.task, None)]) == preds

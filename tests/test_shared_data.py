@@ -57,3 +57,43 @@ def test_minilm_ner_recipe_learns_real_conll(tmp_path):
     losses = [row["loss"] for row in json.loads((tmp_path / "log_history.json").read_text()) if "loss" in row]
     assert len(losses) >= 5 and losses[-1] < 0.7 * losses[0], losses
     assert m["test_f1"] > 0.2, m["test_f1"]
+
+
+def test_sst2_and_multi30k_local_split_sizes_and_columns():
+    sst2 = load_raw(compose(["data=sst2-local", f"data.dir={SHARED_DATA / 'sst2'}"]).data, "classification", 0)
+    assert [len(sst2[s]) for s in ("train", "validation", "test")] == [6920, 872, 1821]
+    assert set(sst2["train"]["label"]) == set(sst2["test"]["label"]) == {"negative", "positive"}
+    m30k = load_raw(compose(["data=multi30k-local", f"data.dir={SHARED_DATA / 'multi30k'}"]).data, "translation", 0)
+    assert [len(m30k[s]) for s in ("train", "validation", "test")] == [29000, 1014, 1000]
+    assert m30k["train"].column_names == ["en", "de"]
+
+
+def test_minilm_sst2_recipe_learns_real_sentiment(tmp_path):
+    """recipe=minilm-sst2 as shipped (pretrained MiniLM, real SST-2 files), capped to 640 sentences and 1 epoch:
+    the training loss falls and test accuracy on 300 real sentences is well above the 0.5 of a guess (the full
+    run's figures are in recipes/README.md)."""
+    m = run_pipeline(["recipe=minilm-sst2", f"data.dir={SHARED_DATA / 'sst2'}", "data.max_train_samples=640",
+                      "data.max_eval_samples=200", "data.max_test_samples=300", "trainer.num_train_epochs=1",
+                      "trainer.logging_steps=4", "logger=none", "quiet=true", "num_samples=0"], tmp_path)
+    losses = [row["loss"] for row in json.loads((tmp_path / "log_history.json").read_text()) if "loss" in row]
+    assert len(losses) >= 4 and min(losses[-2:]) < 0.9 * losses[0], losses
+    assert m["test_accuracy"] > 0.65, m["test_accuracy"]
+
+
+def test_scratch_t5_learns_real_multi30k(tmp_path):
+    """recipe=t5-multi30k (from-config T5, tokenizer trained on the split) on 1,500 real pairs at a small width,
+    2 epochs: the training loss falls and chrF / BLEU of the generated validation translations rise (measured:
+    loss 7.9 -> 5.8, chrF 5.5 -> 11.6, BLEU 0.8 -> 1.9)."""
+    m = run_pipeline(["recipe=t5-multi30k", f"data.dir={SHARED_DATA / 'multi30k'}", "data.max_train_samples=1500",
+                      "data.max_eval_samples=64", "data.max_test_samples=64", "model.scratch.vocab_size=2000",
+                      "model.scratch.hidden_size=64", "model.scratch.num_layers=2", "model.scratch.num_heads=4",
+                      "model.scratch.intermediate_size=256", "trainer.num_train_epochs=2",
+                      "trainer.global_batch_size=16", "trainer.per_device_train_batch_size=16",
+                      "task.max_target_length=32", "task.generation.max_new_tokens=32", "trainer.logging_steps=10",
+                      "logger=none", "quiet=true", "num_samples=0"], tmp_path)
+    history = json.loads((tmp_path / "log_history.json").read_text())
+    losses = [h["loss"] for h in history if "loss" in h]
+    evals = [h for h in history if "eval_chrf" in h][:2]
+    assert losses[-1] < 0.85 * losses[0], losses
+    assert evals[1]["eval_chrf"] > evals[0]["eval_chrf"] + 2 and evals[1]["eval_bleu"] > evals[0]["eval_bleu"], evals
+    assert {"test_bleu", "test_chrf"} <= set(m)

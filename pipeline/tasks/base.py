@@ -55,6 +55,7 @@ class Task:
     pretokenized: bool = False            # inputs are pre-split words (byte-level BPE needs add_prefix_space)
     length_keys: tuple = ()               # task config keys bounded by the model's positions (check.post_load)
     input_fields: tuple = ("text",)       # what finetune-predict reads per input (first: --text)
+    optional_input_fields: tuple = ()     # input fields an input may leave out (e.g. the second text of a pair)
     input_aliases: dict = {}              # other column names accepted for an input field in --file
     output_field: str = ""                # what finetune-predict writes per input
     cli_options: dict = {}                # finetune-predict options of this task: {name: argparse kwargs}

@@ -10,7 +10,7 @@ import functools
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-METRICS = ("seqeval", "rouge", "perplexity")
+METRICS = ("seqeval", "rouge", "perplexity", "squad")
 
 
 @functools.lru_cache(maxsize=None)

@@ -217,3 +217,38 @@ def test_gpt2_qa_on_the_command_line_is_one_line_exit_2(tmp_path):
     r = run_cli(["recipe=bert-qa", "model=gpt2", "debug=smoke", f"hydra.run.dir={tmp_path}/run"])
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()]
     assert "cannot do task=qa" in r.stderr and not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_lora_qa_run_merges_and_predicts_like_the_adapter(tmp_path):
+    """A LoRA run end to end: finetune-export --merge gives the adapter model's outputs, and finetune-predict (merged
+    model, segment ids given to the model directly) answers like the evaluate stage's adapter model (segment ids
+    handed on by the task's hooks)."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from pipeline.export import merge
+    from pipeline.predict import Predictor
+    from pipeline.run import run
+
+    cfg = compose(["recipe=bert-qa", "debug=smoke", "method=lora", "trainer.num_train_epochs=1"])
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    metrics = run(cfg, tmp_path)
+    assert metrics["trainable_params"] < metrics["total_params"] and 0 <= metrics["test_f1"] <= 1
+    out, diff = merge(tmp_path)
+    assert (out / "model.safetensors").is_file() and diff < 1e-4
+    rows = [json.loads(l) for l in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    preds = Predictor(tmp_path).predict([{"question": r["question"], "context": r["context"]} for r in rows])
+    for row, pred in zip(rows, preds):
+        assert (pred["answer"], pred["start"], pred["end"]) == tuple(row["predicted"][k] for k in ("answer", "start",
+                                                                                                    "end"))
+        assert pred["score"] == pytest.approx(row["predicted"]["score"], abs=2e-4)
+
+
+def test_hub_recipe_offline_fails_in_one_line(tmp_path):
+    from conftest import run_cli
+
+    r = run_cli(["recipe=bert-qa", "model=minilm-offline", f"hydra.run.dir={tmp_path}/run"])
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()]
+    assert "data.path=rajpurkar/squad: cannot load the hub dataset" in r.stderr

@@ -252,3 +252,24 @@ def test_hub_recipe_offline_fails_in_one_line(tmp_path):
     r = run_cli(["recipe=bert-qa", "model=minilm-offline", f"hydra.run.dir={tmp_path}/run"])
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()]
     assert "data.path=rajpurkar/squad: cannot load the hub dataset" in r.stderr
+
+
+@pytest.mark.slow
+def test_two_process_qa_scores_its_questions_in_order(tmp_path):
+    """2-process DDP (gloo on CPU): each rank scores half the windows; gathered back in dataset order, the
+    per-question EM / F1 equal a 1-process evaluation of the same saved model."""
+    import json
+
+    from conftest import run_pipeline
+    from test_distributed import launch
+
+    out = launch(["-m", "pipeline", "recipe=bert-qa", "debug=smoke", "trainer.num_train_epochs=1", "num_samples=0",
+                  f"hydra.run.dir={tmp_path / 'ddp'}"])
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert ddp["world_size"] == 2
+    one = run_pipeline(["recipe=bert-qa", "debug=smoke", "model.init=pretrained", "do_train=false", "num_samples=0",
+                        f"model.name_or_path={tmp_path / 'ddp' / 'model'}"], tmp_path / "one")
+    for key in ("eval_f1", "eval_exact_match", "test_f1", "test_exact_match"):
+        assert one[key] == pytest.approx(ddp[key]), key
+    assert ddp["eval_f1"] > 0

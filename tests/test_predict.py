@@ -16,7 +16,8 @@ RECIPES = {"ner": ["recipe=bert-ner"], "generation": ["recipe=gpt2-generation"],
            "summarization": ["recipe=t5-summarization"],
            "classification": ["recipe=minilm-sst2", "trainer.num_train_epochs=8"],  # past the plateau: it learns
            "pairs": ["recipe=minilm-sst2", "task.synthetic_pairs=true", "num_samples=0"],
-           "translation": ["recipe=t5-translation"]}
+           "translation": ["recipe=t5-translation"],
+           "qa": ["recipe=bert-qa"], "generative-qa": ["recipe=t5-qa"]}
 SENTENCES = ["Angela Merkel visited Paris in May .", "the old fox met John Smith near Berlin",
              "Dr. Grace Moreno-Costa (ACME Corp.) flew to São Paulo, then to New York!", "no entities here at all"]
 
@@ -93,6 +94,73 @@ def test_summarization_matches_the_evaluate_stage_samples(runs):
     rows = [json.loads(l) for l in (runs["summarization"] / "samples.jsonl").read_text().splitlines()]
     preds = Predictor(runs["summarization"]).predict([r["document"] for r in rows])
     assert preds == [r["generated"] for r in rows] and all(isinstance(p, str) for p in preds)
+
+
+def _samples(run_dir):
+    return [json.loads(l) for l in (run_dir / "samples.jsonl").read_text().splitlines()]
+
+
+def _assert_answer_spans(rows, preds):
+    assert len(preds) == len(rows)
+    for row, p in zip(rows, preds):
+        assert set(p) == {"answer", "start", "end", "score"} and 0.0 <= p["score"] <= 1.0
+        assert row["context"][p["start"]:p["end"]] == p["answer"]
+
+
+def test_qa_answers_are_spans_and_match_the_evaluate_stage(runs):
+    """Saved model + finetune-predict give the evaluate stage's answers (in-memory model), every one a span of its
+    context; the smoke run learned (validation F1, generated questions like the training ones)."""
+    from pipeline.predict import Predictor
+
+    assert json.loads((runs["qa"] / "metrics.json").read_text())["eval_f1"] > 0.25
+    rows = _samples(runs["qa"])
+    p = Predictor(runs["qa"])
+    preds = p.predict([{"question": r["question"], "context": r["context"]} for r in rows])
+    assert preds == [r["predicted"] for r in rows]
+    _assert_answer_spans(rows, preds)
+
+
+def test_qa_long_context_is_read_in_windows(runs):
+    """A context of ~10 windows of the run's 64 tokens: the answer found in the last part is a span of it."""
+    from pipeline.predict import Predictor
+
+    filler = "The old fox chases the stone near the river. " * 40
+    context = filler + "Angela Merkel visited Paris on Monday."
+    [got] = Predictor(runs["qa"]).predict([{"question": "Who visited Paris?", "context": context}])
+    _assert_answer_spans([{"context": context}], [got])
+    assert got["start"] > len(filler) - 100  # nothing like a person near the start: the answer comes from the end
+
+
+def test_qa_command_line_text_context_and_file(runs, tmp_path):
+    row = _samples(runs["qa"])[0]
+    out = _cli(runs["qa"], "--text", row["question"], "--context", row["context"])
+    assert out.returncode == 0, out.stderr
+    [line] = [json.loads(l) for l in out.stdout.splitlines()]
+    assert line["question"] == row["question"] and line["answer"] == row["predicted"]
+    src = tmp_path / "questions.csv"
+    with open(src, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["id", "question", "context"])
+        w.writeheader()
+        w.writerows({"id": i, "question": r["question"], "context": r["context"]}
+                    for i, r in enumerate(_samples(runs["qa"])))
+    out = _cli(runs["qa"], "--file", src, "--out", tmp_path / "answers.jsonl")
+    assert out.returncode == 0, out.stderr
+    got = [json.loads(l) for l in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert [g["answer"] for g in got] == [r["predicted"] for r in _samples(runs["qa"])]
+    missing = _cli(runs["qa"], "--text", "Who?")
+    assert missing.returncode == 2 and "--context" in missing.stderr
+
+
+def test_generative_qa_matches_the_evaluate_stage_and_learns(runs):
+    from pipeline.predict import Predictor
+
+    rows = _samples(runs["generative-qa"])
+    preds = Predictor(runs["generative-qa"]).predict([{"question": r["question"], "context": r["context"]}
+                                                      for r in rows])
+    assert preds == [r["generated"] for r in rows] and all(isinstance(p, str) for p in preds)
+    losses = [h["eval_loss"] for h in json.loads((runs["generative-qa"] / "log_history.json").read_text())
+              if "eval_loss" in h]
+    assert losses[-2] < losses[0]  # per epoch (the last row is the best checkpoint's evaluation)
 
 
 def _cli(*args):

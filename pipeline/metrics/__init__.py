@@ -10,7 +10,7 @@ import functools
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-METRICS = ("seqeval", "rouge", "perplexity", "accuracy_f1", "sacrebleu")
+METRICS = ("seqeval", "rouge", "perplexity", "accuracy_f1", "sacrebleu", "squad")
 
 
 @functools.lru_cache(maxsize=None)

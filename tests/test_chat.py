@@ -255,3 +255,79 @@ def test_throughput_counts_the_padding_tail_of_packed_rows():
     model(**batch)
     real = sum(len(r) for r in packed["input_ids"])
     assert meter.processed == batch["input_ids"].numel() > real and int(meter.useful) == real
+
+
+# -- end to end ------------------------------------------------------------------------------------------------------
+def train_run(overrides, run_dir):
+    """A finished run directory as ``finetune`` leaves it (.hydra/config.yaml + the run's files)."""
+    from omegaconf import OmegaConf
+
+    from pipeline.run import run
+
+    cfg = compose(overrides)
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    return run_dir, run(cfg, run_dir)
+
+
+@pytest.fixture(scope="module")
+def instruct(tmp_path_factory):
+    """finetune recipe=gpt2-instruct debug=smoke, trained long enough to learn where answers end."""
+    return train_run(["recipe=gpt2-instruct", "debug=smoke", "trainer.num_train_epochs=8"],
+                     tmp_path_factory.mktemp("instruct"))
+
+
+@pytest.mark.slow
+def test_instruct_run_learns_responses_and_reports_them(instruct):
+    run_dir, m = instruct
+    history = [r["eval_response_loss"] for r in json.loads((run_dir / "log_history.json").read_text())
+               if "eval_response_loss" in r]
+    assert len(history) >= 8 and history[7] < 0.6 * history[0], history  # response-only validation loss per epoch
+    assert m["test_perplexity"] == pytest.approx(2.718281828 ** m["test_response_loss"], rel=1e-6)
+    assert m["eval_response_tokens"] > 0 and m["train_pad_fraction"] >= 0
+    rows = [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert rows and {"prompt", "reference", "completion"} <= set(rows[0]) and rows[0]["prompt"][0]["role"] == "user"
+    assert (run_dir / "model" / "chat_template.jinja").is_file()
+
+
+@pytest.mark.slow
+def test_predict_chat_stops_at_the_end_of_turn_token(instruct):
+    """Greedy generation without the end-of-turn stop runs on past <|im_end|>; predict --chat ends exactly there."""
+    from pipeline.predict import Predictor
+    from pipeline.tasks import chat_format as cf
+
+    run_dir, _ = instruct
+    p = Predictor(run_dir, device="cpu")
+    prompt = "Write one sentence about the animal.\n\nthe old fox"
+    got = p.predict([prompt], chat=True, generation={"do_sample": False, "max_new_tokens": 40})[0]
+    tok, model = p.tokenizer, p.model
+    ids = tok(cf.render(tok, [{"role": "user", "content": prompt}], True), return_tensors="pt",
+              add_special_tokens=False)["input_ids"]
+    raw = model.generate(ids, max_new_tokens=40, do_sample=False, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.eos_token_id)[0, ids.shape[1]:].tolist()
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    assert eot in raw and raw.index(eot) > 0
+    assert got == tok.decode(raw[:raw.index(eot)]) and got.startswith("The ") and got.endswith(".")
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "pipeline.predict", str(run_dir), "--chat", "--prompt", prompt,
+                        "--no-do-sample", "--max-new-tokens", "40", "--quiet"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["completion"] == got
+
+
+@pytest.mark.slow
+def test_llama_style_model_from_config_trains_on_multi_turn_chats(tmp_path):
+    run_dir, m = train_run(["recipe=gpt2-instruct", "debug=smoke", "model.family=llama", "task.format=messages",
+                            "task.block_size=64", "trainer.num_train_epochs=2"], tmp_path)
+    history = [r["eval_response_loss"] for r in json.loads((run_dir / "log_history.json").read_text())
+               if "eval_response_loss" in r]
+    assert len(history) >= 2 and history[1] < history[0], history
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(run_dir / "model")
+    model = transformers.AutoModelForCausalLM.from_pretrained(run_dir / "model")
+    assert type(model).__name__ == "LlamaForCausalLM" and model.lm_head.weight.shape[0] == len(tok)
+    assert tok.convert_tokens_to_ids("<|im_end|>") in model.generation_config.eos_token_id

@@ -8,7 +8,8 @@ import torch
 
 from conftest import ROOT, compose, run_pipeline
 
-BASE_RECIPES = {"bert-ner": "test_f1", "gpt2-generation": "test_perplexity", "t5-summarization": "test_rougeL"}
+BASE_RECIPES = {"bert-ner": "test_f1", "gpt2-generation": "test_perplexity", "gpt2-instruct": "test_perplexity",
+                "t5-summarization": "test_rougeL"}
 
 
 @pytest.mark.parametrize("recipe,metric", sorted(BASE_RECIPES.items()))

@@ -103,13 +103,19 @@ class GenerationTask(Task):
     def examples(self, split: str, d):
         """(row index, Example) of every row; a row of no format, or a malformed conversation, is one DataError."""
         fmt, i = str(self.tcfg.format), 0
-        if len(d) and not d.column_names:
-            raise DataError(f"data split '{split}' has none of the columns {', '.join(cf.COLUMNS)}; name yours with "
-                            f"data.columns.<field>=<column> (formats: {cf.FORMAT_NAMES})")
         for batch in d.iter(batch_size=1000):
             for values in zip(*batch.values()):
                 yield i, cf.example(dict(zip(batch, values)), fmt, f"data split '{split}' row {i}")
                 i += 1
+
+    def raw_rows(self, split, d):
+        """format=auto: a split with none of the columns of any format is refused, naming the columns it has."""
+        mapping = dict(self.cfg.data.get("columns") or {})
+        if not {mapping.get(c, c) for c in cf.COLUMNS} & set(d.column_names):
+            raise DataError(f"split '{split}' has no column 'text' nor any other of {', '.join(cf.COLUMNS[:-1])} "
+                            f"({cf.FORMAT_NAMES}); columns are {d.column_names}; set data.columns.text=<column> "
+                            f"(or .messages=, .prompt= ...)")
+        return d
 
     def clean(self, split, d):
         keep, why = [], Counter()

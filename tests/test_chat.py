@@ -130,6 +130,27 @@ def test_template_survives_save_and_reload(tmp_path):
     assert facts["chat_template"] == "model" and facts["added_tokens"] == [] and len(tok2) == len(tok)
 
 
+def test_lora_trains_the_embedding_rows_of_the_added_template_tokens():
+    from pipeline import methods
+    from pipeline.families import get_family
+
+    t = task("method=lora", "task.format=messages")
+    tok = tokenizer()
+    model = tiny(vocab=len(tok))
+    t.adapt(tok, model)
+    new = t.new_token_ids
+    assert tok.convert_ids_to_tokens(new) == ["<|im_start|>", "<|im_end|>"]
+    peft_model = methods.apply(t.cfg.method, model, get_family("gpt2"), t, total_steps=2)
+    ids = torch.tensor([encode(tok, CHAT)[0]])
+    rows = lambda: peft_model.get_input_embeddings()(torch.tensor(new + [5])).detach().clone()  # noqa: E731
+    before = rows()
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
+    peft_model(input_ids=ids, labels=ids).loss.backward()
+    opt.step()
+    after = rows()
+    assert not torch.allclose(before[:2], after[:2]) and torch.equal(before[2], after[2])  # only the new rows move
+
+
 # -- formats and bad rows ---------------------------------------------------------------------------------------------
 FORMAT_ROWS = {  # a row of each format -> the labelled runs (plain text: every token but the first)
     "text": ({"text": "the old fox watches the river"}, [" old fox watches the river<|endoftext|>"]),

@@ -111,7 +111,7 @@ class GenerationTask(Task):
     def raw_rows(self, split, d):
         """format=auto: a split with none of the columns of any format is refused, naming the columns it has."""
         mapping = dict(self.cfg.data.get("columns") or {})
-        if not {mapping.get(c, c) for c in cf.COLUMNS} & set(d.column_names):
+        if not ({mapping.get(c, c) for c in cf.COLUMNS} | set(cf.COLUMNS)) & set(d.column_names):
             raise DataError(f"split '{split}' has no column 'text' nor any other of {', '.join(cf.COLUMNS[:-1])} "
                             f"({cf.FORMAT_NAMES}); columns are {d.column_names}; set data.columns.text=<column> "
                             f"(or .messages=, .prompt= ...)")
@@ -157,6 +157,11 @@ class GenerationTask(Task):
         if self.conversational:
             self.template = cf.install_template(tokenizer, model, str(self.tcfg.chat_template),
                                                 bool(self.tcfg.prefer_model_template))
+
+    @property
+    def new_token_ids(self) -> list[int]:
+        """Token ids the chat template added (LoRA trains their embedding rows: methods.apply)."""
+        return list(self.template.get("new_token_ids") or [])
 
     # -- preprocessing -----------------------------------------------------------------------------------------
     def preprocess(self, raw, tokenizer, model):

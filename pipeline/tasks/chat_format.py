@@ -12,7 +12,8 @@ Conversations are rendered with the tokenizer's chat template (the model's own, 
 installed by ``install_template``). With ``train_on=assistant`` only the assistant turns, each with its end-of-turn
 token, carry labels; everything else is -100. The turns are found by rendering the conversation's prefixes: the
 text an assistant turn adds after the generation prompt is its span, so any template works, not only those with
-``{% generation %}`` markers.
+``{% generation %}`` markers. ``generate_from_ids``: the generation samples and predict share, cut at the first stop
+token.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 
 from pipeline.errors import ConfigError, DataError
+from pipeline.tasks.base import batches
 
 log = logging.getLogger("pipeline")
 
@@ -237,3 +239,28 @@ def encode(tokenizer, ex: Example, train_on: str, eos_id: int, eot: str | None) 
     if labels:
         labels[0] = -100
     return ids, labels
+
+
+# -- generation ---------------------------------------------------------------------------------------------------
+def generate_from_ids(model, tokenizer, input_ids: list[list[int]], gen: dict, batch_size: int = 8,
+                      progress: bool = False) -> list[str]:
+    """Decoder LM: continue each prompt (token ids), left-padded batches; returns only the new text, cut at the
+    first stop token (``gen['eos_token_id']``, else the model's)."""
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    stops = gen.get("eos_token_id", model.generation_config.eos_token_id)
+    stops = set(stops if isinstance(stops, list) else [stops] if stops is not None else [])
+    rows = [ids or [start] for ids in input_ids]  # an empty prompt starts from BOS
+    out = []
+    for chunk in batches(rows, batch_size, progress, "generate"):
+        width = max(len(r) for r in chunk)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in chunk], device=model.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in chunk], device=model.device)
+        with torch.no_grad():
+            seq = model.generate(input_ids=ids, attention_mask=mask, pad_token_id=pad, **gen)
+        for new in seq[:, width:].tolist():
+            end = next((i for i, t in enumerate(new) if t in stops), len(new))
+            out.append(tokenizer.decode(new[:end], skip_special_tokens=True))
+    return out

@@ -14,7 +14,7 @@ from omegaconf import MISSING
 from pipeline.data import synthetic as gen
 from pipeline.errors import ConfigError, DataError
 from pipeline.tasks import base, chat_format as cf, packing
-from pipeline.tasks.base import Task, batches
+from pipeline.tasks.base import Task
 
 log = logging.getLogger("pipeline")
 PROMPT_TYPES = ("PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING")  # PEFT drops / shifts position ids: no packing
@@ -220,6 +220,15 @@ class GenerationTask(Task):
             log.warning("data: %d %s examples dropped: no trained token within task.block_size", trained.count(False),
                         split)
 
+    def cut_counts(self, tokenized):
+        """(``tokenized``, {split: {what: count}}): examples truncated / documents split at task.block_size and
+        examples left without a trained token (metrics.json ``data_truncated`` where the run stage asks for it)."""
+        parent = getattr(super(), "cut_counts", None)
+        tokenized, counts = parent(tokenized) if parent else (tokenized, {})
+        for split, facts in self.cuts.items():
+            counts.setdefault(split, {}).update(facts)
+        return tokenized, {k: v for k, v in counts.items() if v}
+
     def collator(self, tokenizer, model):
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         return packing.CausalCollator(pad)
@@ -283,31 +292,7 @@ class GenerationTask(Task):
                 raise ConfigError("an input holds a list of messages: give --chat to render it with the chat template")
             texts = [str(r["prompt"]) for r in rows]
         ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-        return generate_from_ids(model, tokenizer, ids, gen_cfg, batch_size, progress)
-
-
-def generate_from_ids(model, tokenizer, input_ids: list[list[int]], gen: dict, batch_size: int = 8,
-                      progress: bool = False) -> list[str]:
-    """Decoder LM: continue each prompt (token ids), left-padded batches; returns only the new text, cut at the
-    first stop token (``gen['eos_token_id']``, else the model's)."""
-    import torch
-
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    stops = gen.get("eos_token_id", model.generation_config.eos_token_id)
-    stops = set(stops if isinstance(stops, list) else [stops] if stops is not None else [])
-    rows = [ids or [start] for ids in input_ids]  # an empty prompt starts from BOS
-    out = []
-    for chunk in batches(rows, batch_size, progress, "generate"):
-        width = max(len(r) for r in chunk)
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in chunk], device=model.device)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in chunk], device=model.device)
-        with torch.no_grad():
-            seq = model.generate(input_ids=ids, attention_mask=mask, pad_token_id=pad, **gen)
-        for new in seq[:, width:].tolist():
-            end = next((i for i, t in enumerate(new) if t in stops), len(new))
-            out.append(tokenizer.decode(new[:end], skip_special_tokens=True))
-    return out
+        return cf.generate_from_ids(model, tokenizer, ids, gen_cfg, batch_size, progress)
 
 
 TASK_CLASS = GenerationTask

@@ -186,6 +186,22 @@ def test_every_format_is_read_from_a_file_and_trained_on_its_response(kind, tmp_
     assert labelled_runs(tok, first["input_ids"], first["labels"]) == runs
 
 
+def test_long_conversations_are_truncated_and_counted_documents_split(tmp_path):
+    from pipeline.data import load_raw
+
+    f = tmp_path / "d.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in [{"messages": CHAT}, {"text": "the old fox " * 12}] * 3))
+    t = task("task.format=auto", "task.block_size=24", "data.source=auto", f"data.train_file={f}",
+             f"data.validation_file={f}", f"data.test_file={f}")
+    raw, _ = load_raw(t.cfg.data, t, 0)
+    tok = tokenizer()
+    model = tiny(vocab=len(tok))
+    t.adapt(tok, model)
+    data, counts = t.cut_counts(t.preprocess(raw, tok, model))
+    assert counts["train"]["examples_truncated"] == 3 and counts["train"]["documents_split"] == 3
+    assert max(len(r) for r in data["train"]["input_ids"]) <= 24
+
+
 def test_rows_of_no_format_are_refused_naming_the_row(tmp_path):
     from pipeline.data import load_raw
     from pipeline.errors import DataError

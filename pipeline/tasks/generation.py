@@ -70,8 +70,7 @@ class GenerationTask(Task):
             if value not in allowed:
                 raise ConfigError(f"task.{key}={value}: use one of {' | '.join(allowed)}")
         self.columns = () if fmt == "auto" else REQUIRED[fmt]
-        self.optional_columns = tuple(c for c in cf.COLUMNS if c not in self.columns) if fmt in ("auto", "instruction") \
-            else ()
+        self.optional_columns = cf.COLUMNS if fmt == "auto" else ("input",) if fmt == "instruction" else ()
         self.conversational = fmt in ("instruction", "messages")  # auto / prompt_completion: seen in clean()
         self.template = {}
         self.cuts = {}

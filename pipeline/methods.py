@@ -231,8 +231,11 @@ def apply(mcfg, model, family, task, total_steps: int | None = None, keep_base: 
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model)
-    peft_model = get_peft_model(model, peft_config(mcfg, family, task.peft_task_type, task.head_names, total_steps,
-                                                   model))
+    pc = peft_config(mcfg, family, task.peft_task_type, task.head_names, total_steps, model)
+    new_tokens = list(getattr(task, "new_token_ids", None) or [])  # tokens the task added (a chat template's)
+    if new_tokens and getattr(pc, "trainable_token_indices", False) is None:
+        pc = dataclasses.replace(pc, trainable_token_indices=new_tokens)  # LoRA: their embedding rows train too
+    peft_model = get_peft_model(model, pc)
     peft_model.__dict__["pipeline_base"] = base  # not a submodule: saved separately (callbacks.save_base)
     return peft_model
 

@@ -5,7 +5,8 @@ tokens/s, FLOP/s (and MFU on a known GPU), start-up time and memory.
 mode (evaluation batches are not counted), the tokens of the collated batch exactly as the model receives them:
 
 - processed = ``input_ids.numel()`` (+ ``decoder_input_ids`` / ``labels`` numel for encoder-decoder models)
-- useful    = ``attention_mask.sum()`` (+ ``labels != -100`` for encoder-decoder models)
+- useful    = ``attention_mask.sum()`` (+ ``labels != -100`` for encoder-decoder models); packed rows without a mask
+  (``position_ids`` restarting per example): all tokens but each row's padding tail, a run of position-0 tokens
 
 Counts stay on the model's device until the end of training (no host sync per step). ``facts(trainer)`` returns the
 figures; train.py adds them to the train metrics. Counts are per process (one rank under DDP).
@@ -62,7 +63,13 @@ class ThroughputMeter(TrainerCallback):
         if self._ready is not None:
             self.data_wait += time.time() - self._ready
             self._ready = None
-        useful = mask.sum() if mask is not None else ids.numel()
+        pos = kwargs.get("position_ids")
+        if mask is not None:
+            useful = mask.sum()
+        elif pos is not None and pos.dim() == 2:  # packed rows (pipeline/tasks/packing.py): the padding tail is the
+            useful = ids.numel() - ((pos.flip(-1) != 0).cumsum(-1) == 0).sum()  # trailing run of position-0 tokens
+        else:
+            useful = ids.numel()
         self.processed += ids.numel()
         if self.encoder_decoder:
             labels = kwargs.get("labels")

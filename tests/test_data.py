@@ -7,7 +7,6 @@ import pytest
 from conftest import compose
 from pipeline.data import load_raw as load_raw_dropped
 from pipeline.errors import DataError
-from pipeline.tasks.generation import group_texts
 from pipeline.tasks.ner import align_labels, sort_labels
 
 CONLL = "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\nGerman JJ B-NP B-MISC\n\nPeter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER\n"
@@ -62,9 +61,16 @@ def test_sort_labels_o_first_then_by_type():
     assert sort_labels(["I-PER", "O", "B-LOC", "B-PER"]) == ["O", "B-LOC", "B-PER", "I-PER"]
 
 
-def test_group_texts_drops_the_tail():
-    assert group_texts([[1, 2, 3], [4, 5], [6, 7, 8]], 3) == [[1, 2, 3], [4, 5, 6]]
-    assert group_texts([[1]], 4) == []
+def test_packing_keeps_examples_whole_or_wraps_them():
+    import datasets
+
+    from pipeline.tasks.packing import pack
+
+    d = datasets.Dataset.from_dict({"input_ids": [[1, 2, 3], [4, 5], [6, 7, 8]], "labels": [[1, 2, 3], [4, 5], [6, 7, 8]]})
+    bfd = pack(d, 5, "bfd")  # best-fit decreasing: whole examples, positions restart at each
+    assert sorted(bfd["input_ids"]) == [[1, 2, 3, 4, 5], [6, 7, 8]]
+    assert sorted(bfd["position_ids"]) == [[0, 1, 2], [0, 1, 2, 0, 1]]
+    assert pack(d, 3, "wrapped")["input_ids"] == [[1, 2, 3], [4, 5, 6], [7, 8]]  # joined and cut
 
 
 @pytest.mark.parametrize("task", ["ner", "generation", "summarization"])
@@ -226,10 +232,10 @@ def test_source_and_target_cuts_are_counted_separately(tmp_path):
     assert cut["train"]["task.max_target_length"] > 0 and "task.max_source_length" not in cut["train"]
 
 
-def test_tokens_after_the_last_full_block_are_counted(tmp_path):
+def test_documents_longer_than_a_block_are_split_and_counted(tmp_path):
     tokenized, cut = _tokenized_with_counts(["recipe=gpt2-generation", "task.block_size=30"], tmp_path)
-    assert 0 < cut["train"]["tokens_after_last_block"] < 30  # one batch of < 1000 documents: one tail
-    assert all(len(b) == 30 for b in tokenized["train"]["input_ids"])
+    assert cut["train"]["documents_split"] > 0 and "examples_truncated" not in cut["train"]  # documents: every token
+    assert max(len(b) for b in tokenized["train"]["input_ids"]) <= 30
 
 
 def test_truncation_counts_reach_metrics_json(tmp_path):

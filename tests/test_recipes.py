@@ -8,7 +8,7 @@ import torch
 
 from conftest import ROOT, compose, run_pipeline
 
-BASE_RECIPES = {"bert-ner": "test_f1", "gpt2-generation": "test_perplexity", "t5-summarization": "test_rougeL",
+BASE_RECIPES = {"bert-ner": "test_f1", "gpt2-generation": "test_perplexity", "gpt2-instruct": "test_perplexity", "t5-summarization": "test_rougeL",
                 "bert-classification": "test_accuracy", "t5-translation": "test_bleu",
                 "bert-qa": "test_f1", "t5-qa": "test_f1"}
 

@@ -83,6 +83,47 @@ def test_local_transcripts_are_split_and_empty_rows_dropped(tmp_path):
     assert prefs["test"][0] == {"prompt": "Q:", "chosen": " yes", "rejected": " no"}  # repeated prompt cut
 
 
+def test_conversational_pairs_are_rendered_with_the_chat_template(tmp_path):
+    """TRL's conversational preference rows (explicit prompt, or implicit: shared first turns) -> strings rendered
+    with the template (no policy here: rlhf.data.chat_template, ChatML)."""
+    from omegaconf import OmegaConf
+
+    from pipeline.data.preference import chat_renderer, load_preferences
+
+    u, ok, no = {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Sure."}, \
+        {"role": "assistant", "content": "No."}
+    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": [u], "chosen": [ok], "rejected": [no]}) + "\n")
+    (tmp_path / "t.jsonl").write_text(json.dumps({"chosen": [u, ok], "rejected": [u, no]}) + "\n")
+    dcfg = OmegaConf.merge(compose(["recipe=gpt2-dpo"]).rlhf.data,
+                           {"train_file": str(tmp_path / "p.jsonl"), "test_file": str(tmp_path / "t.jsonl")})
+    prefs, _ = load_preferences(dcfg, 0, renderer=lambda: chat_renderer("chatml", None))
+    want = {"prompt": "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", "chosen": "Sure.<|im_end|>\n",
+            "rejected": "No.<|im_end|>\n"}
+    assert prefs["train"][0] == want and prefs["test"][0] == want
+
+
+def test_dpo_after_chat_sft_uses_the_policy_template(tmp_path):
+    """SFT on chat rows (ChatML added to the tiny GPT-2), then DPO on conversational pairs: the prompts the policy
+    is measured on end with its generation prompt and generation stops at <|im_end|>."""
+    from transformers import AutoTokenizer
+
+    rows = [{"prompt": [{"role": "user", "content": f"Tell me about the {a} fox."}],
+             "chosen": [{"role": "assistant", "content": f"The {a} fox finds the garden."}],
+             "rejected": [{"role": "assistant", "content": f"The {a} fox finds the road."}]}
+            for a in ("small", "old", "quiet", "bright", "lazy", "clever", "brave", "tired")]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    m = run_pipeline(["recipe=gpt2-dpo", "debug=smoke", "task.format=messages", *FAST, "rlhf.trainer.max_steps=2",
+                      f"rlhf.data.train_file={tmp_path / 'p.jsonl'}", f"rlhf.data.test_file={tmp_path / 'p.jsonl'}"],
+                     tmp_path / "run")
+    assert m["rlhf_algorithm"] == "dpo" and m["rlhf_train_steps"] == 2
+    policy = tmp_path / "run" / "policy" / "model"
+    tok = AutoTokenizer.from_pretrained(policy)
+    gens = [json.loads(x) for x in (tmp_path / "run" / "policy" / "generations.jsonl").read_text().splitlines()]
+    assert gens and all(g["prompt"].endswith("<|im_end|>\n<|im_start|>assistant\n") for g in gens)
+    stops = json.loads((policy / "generation_config.json").read_text())["eos_token_id"]  # what TRL's GRPO stops at
+    assert tok.convert_tokens_to_ids("<|im_end|>") in stops and tok.eos_token_id in stops
+
+
 def test_rows_without_chosen_rejected_are_one_line_errors(tmp_path):
     from omegaconf import OmegaConf
 

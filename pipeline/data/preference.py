@@ -4,8 +4,12 @@ and rejected hold only the responses (TRL's convention when a prompt is given), 
 Sources: local JSON/JSONL/CSV files, a hub dataset (e.g. Anthropic/hh-rlhf), or a deterministic synthetic task.
 Rows may carry explicit prompts (a response that repeats its prompt is cut back to the response) or be full
 transcripts with a shared prefix (``chosen`` / ``rejected`` only): the prompt is the shared part up to the last
-``response_marker`` (hh-rlhf: "\\n\\nAssistant:"), else up to the last whitespace. No chat template is assumed: the
-prompt is rendered with ``prompt_template``. Rows with an empty chosen or rejected response are dropped and counted.
+``response_marker`` (hh-rlhf: "\\n\\nAssistant:"), else up to the last whitespace; their prompt is rendered with
+``prompt_template``. Rows in TRL's conversational format (``prompt`` / ``chosen`` / ``rejected`` as lists of
+``{role, content}``, or ``chosen`` / ``rejected`` whole conversations sharing their first turns) are rendered with the
+policy's chat template, the one its fine-tuning trained on (``rlhf.data.chat_template`` from conf/chat_template/ when
+the policy has none): the prompt ends with the generation prompt, each response with the end-of-turn token. Rows with
+an empty chosen or rejected response are dropped and counted.
 """
 
 from __future__ import annotations
@@ -97,14 +101,69 @@ def _split_transcripts(chosen: str, rejected: str, marker: str) -> tuple[str, st
     return chosen[:cut], chosen[cut:], rejected[cut:]
 
 
-def normalize(d, dcfg, split: str):
-    """Rename to prompt/chosen/rejected, split transcripts, cut repeated prompts, render the prompt template."""
+def chat_renderer(template_name: str, policy_path: str | None):
+    """A tokenizer that renders conversational rows: the policy's, with its own chat template, else one carrying
+    conf/chat_template/<template_name>.yaml (only its template is used: nothing is tokenized with it)."""
+    from pipeline.tasks.chat_format import load_template
+
+    if policy_path:
+        from pipeline.rlhf.common import load_tokenizer
+
+        tok = load_tokenizer(policy_path)
+        if tok.chat_template:
+            return tok
+    else:
+        from tokenizers import Tokenizer, models
+        from transformers import PreTrainedTokenizerFast
+
+        tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")),
+                                      unk_token="<unk>", eos_token="<unk>")
+    log.warning("rlhf data: conversational rows rendered with task template %s (%s has no chat template)",
+                template_name, policy_path or "no policy")
+    tok.chat_template = load_template(template_name)["template"]
+    return tok
+
+
+def _render_conversations(d, cols: dict, renderer, split: str):
+    """TRL conversational rows -> prompt / chosen / rejected strings (trl.data_utils: the prompt is the shared first
+    turns when not given, rendered with the generation prompt; the responses end with the end-of-turn token)."""
+    from trl.data_utils import maybe_apply_chat_template, maybe_extract_prompt
+
+    tok = renderer()
+
+    def convert(batch):
+        out = {"prompt": [], "chosen": [], "rejected": []}
+        for i in range(len(batch[cols["chosen"]])):
+            row = {k: batch[c][i] for k, c in cols.items() if c in batch}
+            try:
+                row = maybe_apply_chat_template(maybe_extract_prompt(row), tok)
+            except Exception as e:
+                raise DataError(f"rlhf.data split '{split}' row {i}: cannot render it as a conversation "
+                                f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); rows need role/content "
+                                f"messages") from None
+            for k in out:
+                out[k].append(row[k])
+        return out
+
+    return d.map(convert, batched=True, remove_columns=d.column_names, desc=f"chat template ({split})")
+
+
+def normalize(d, dcfg, split: str, renderer=None):
+    """Rename to prompt/chosen/rejected, split transcripts, cut repeated prompts, render the prompt template;
+    conversational rows are rendered with the chat template of ``renderer()`` (a tokenizer)."""
+    from trl.data_utils import is_conversational
+
     cols = {k: dcfg.columns.get(k, k) for k in ("prompt", "chosen", "rejected")}
     missing = [cols[k] for k in ("chosen", "rejected") if cols[k] not in d.column_names]
     if missing:
         raise DataError(f"rlhf.data split '{split}' has no column {missing[0]!r} (preference rows need chosen and "
                         f"rejected); columns are {d.column_names}; set rlhf.data.columns.chosen=/rejected=<column>")
     has_prompt = cols["prompt"] in d.column_names
+    if len(d) and is_conversational({k: d[0][c] for k, c in cols.items() if c in d.column_names}):
+        if renderer is None:
+            raise DataError(f"rlhf.data split '{split}' holds conversations and no chat template is at hand")
+        return _render_conversations(d.select_columns([c for c in cols.values() if c in d.column_names]), cols,
+                                     renderer, split)
     marker, template = str(dcfg.response_marker or ""), str(dcfg.prompt_template)
 
     def convert(batch):
@@ -125,8 +184,9 @@ def normalize(d, dcfg, split: str):
     return d.map(convert, batched=True, remove_columns=d.column_names, desc=f"preference rows ({split})")
 
 
-def load_preferences(dcfg, seed: int, run_data_source: str | None = None):
-    """DatasetDict train / test of prompt / chosen / rejected, and how many rows were dropped as empty."""
+def load_preferences(dcfg, seed: int, run_data_source: str | None = None, renderer=None):
+    """DatasetDict train / test of prompt / chosen / rejected, and how many rows were dropped as empty.
+    ``renderer``: a function returning the tokenizer whose chat template renders conversational rows."""
     import datasets
 
     source = infer_source(dcfg, run_data_source)
@@ -145,7 +205,7 @@ def load_preferences(dcfg, seed: int, run_data_source: str | None = None):
     for split in ("train", "test"):
         cap = dcfg.get("max_train_samples" if split == "train" else "max_eval_samples")
         d = ds[split] if cap is None else ds[split].select(range(min(int(cap), len(ds[split]))))
-        d = normalize(d, dcfg, split)
+        d = normalize(d, dcfg, split, renderer)
         n = len(d)
         d = d.filter(lambda b: [bool(c.strip()) and bool(r.strip()) for c, r in zip(b["chosen"], b["rejected"])],
                      batched=True, desc="drop empty responses")

@@ -58,12 +58,14 @@ def check_paths(cfg) -> None:
 
 def run_steps(cfg, run_dir: Path, policy_path: str | None, run_data_source: str | None) -> dict:
     """Preference data -> reward model (reward, grpo, rloo) -> policy step. Returns rlhf_* metrics."""
-    from pipeline.data.preference import load_preferences
+    from pipeline.data.preference import chat_renderer, load_preferences
     from pipeline.rlhf.reward import load_reward, train_reward
 
     rl = cfg.rlhf
     validate(cfg)
-    prefs, dropped = load_preferences(rl.data, int(cfg.seed), run_data_source)
+    template = str(rl.data.get("chat_template") or "chatml")
+    prefs, dropped = load_preferences(rl.data, int(cfg.seed), run_data_source,
+                                      renderer=lambda: chat_renderer(template, policy_path))
     metrics = {"rlhf_algorithm": str(rl.algorithm), "rlhf_train_pairs": len(prefs["train"]),
                "rlhf_dropped_empty_rows": sum(dropped.values()), "rlhf_policy_path": policy_path}
     scorer = None

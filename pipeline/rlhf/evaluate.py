@@ -26,9 +26,13 @@ def truncate_prompts(prompts: list[str], tok, max_tokens: int) -> list[str]:
 
 
 def generate(model, tok, prompts: list[str], max_new_tokens: int, temperature: float, batch_size: int, seed: int):
-    """Sampled completions: list of (prompt_ids, completion_ids up to and including EOS, completion text)."""
+    """Sampled completions: list of (prompt_ids, completion_ids up to and including the first stop token (the chat
+    template's end of turn, EOS), completion text)."""
     import torch
 
+    from pipeline.tasks.chat_format import stop_ids
+
+    stops = stop_ids(tok) if tok.chat_template else [tok.eos_token_id]
     model.eval()
     device = _device()
     model.to(device)
@@ -41,12 +45,12 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, temperature: f
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
             with torch.no_grad():
                 seq = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
-                                     top_k=0, top_p=1.0, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+                                     top_k=0, top_p=1.0, pad_token_id=tok.pad_token_id, eos_token_id=stops)
             width = enc["input_ids"].shape[1]
             for row, mask, new in zip(enc["input_ids"], enc["attention_mask"], seq[:, width:]):
                 ids = new.tolist()
-                if tok.eos_token_id in ids:
-                    ids = ids[:ids.index(tok.eos_token_id) + 1]
+                end = next((k for k, t in enumerate(ids) if t in stops), None)
+                ids = ids if end is None else ids[:end + 1]
                 out.append((row[mask.bool()].tolist(), ids, tok.decode(ids, skip_special_tokens=True)))
     finally:
         tok.padding_side = side

@@ -88,7 +88,22 @@ def measure_matmul(dtype: str, threads: int, shapes=PROBE_SHAPES, seconds: float
 def cache_file() -> Path:
     from huggingface_hub import constants
 
-    return Path(constants.HF_HOME) / "finetune-pipeline" / "peak-flops.json"
+    return Path(os.environ.get("HF_HOME") or constants.HF_HOME) / "finetune-pipeline" / "peak-flops.json"
+
+
+def write_cache(values: dict) -> Path:
+    """Merge {cache key: FLOP/s} into the cache file (benchmarks/peak.py --write-cache, the harness)."""
+    path = cache_file()
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    cache.update(values)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
+    tmp.replace(path)
+    return path
 
 
 def cpu_key(dtype: str, threads: int) -> str:
@@ -114,11 +129,7 @@ def cpu_peak(dtype: str, threads: int | None = None, refresh: bool = False) -> t
     value, load = measure_matmul(dtype, threads), os.getloadavg()[0]
     if load > (os.cpu_count() or 1) + 0.5:
         return value, f"measured matmul on a busy machine (load {load:.1f}, not cached): {key}"
-    cache[key] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
-    tmp.replace(path)
+    write_cache({key: value})
     return value, f"measured matmul: {key}"
 
 

@@ -53,6 +53,7 @@ class ThroughputMeter(TrainerCallback):
         self.plan, self.flops, self.peak_override = FlopPlan(model), 0, peak_flops
         self.t0 = self.t1 = self._ready = None
         self.data_wait = 0.0  # loop time between a step's end (or the loop's start) and the next forward: batches
+        self.paused = self._paused_at_t1 = 0.0  # evaluation and checkpoint saving inside the loop (not training)
         self.rss_at_train_begin = None
         import torch
 
@@ -87,16 +88,38 @@ class ThroughputMeter(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.t1 = self._ready = time.time()  # the last one ends the loop (later logging / saving / on_train_end work is not in it)
+        self._paused_at_t1 = self.paused
+
+    def _pause(self):  # an evaluation or a checkpoint save just ended: its time is not training time
+        if self._ready is not None:
+            now = time.time()
+            self.paused += now - self._ready
+            self._ready = now
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._pause()
+
+    def on_save(self, args, state, control, **kwargs):
+        self._pause()
+
+    def train_seconds(self) -> float:
+        """Training time of this session up to the last step's end, evaluations and checkpoint saves left out."""
+        return self.t1 - self.t0 - self._paused_at_t1
+
+    def on_log(self, args, state, control, **kwargs):
+        # log_history rows (train loss, eval metrics) get the training time so far: time-to-quality curves
+        if self.t1 is not None and state.log_history and state.log_history[-1].get("step") == state.global_step:
+            state.log_history[-1].setdefault("train_seconds", round(self.train_seconds(), 3))
 
     def facts(self, args=None) -> dict:
         if self.t0 is None or self.t1 is None or not self.forwards:
             return {}
         import psutil
 
-        elapsed = max(self.t1 - self.t0, 1e-9)
+        elapsed = max(self.train_seconds(), 1e-9)
         useful = int(self.useful) if self.useful is not None else 0
         out = {
-            "train_loop_seconds": elapsed,
+            "train_loop_seconds": elapsed,  # first step's start -> last step's end, less evaluations and saves
             "train_data_wait_seconds": self.data_wait,  # loading + collating batches (the rest is the model's step)
             "train_tokens_processed": self.processed,
             "train_tokens_useful": useful,

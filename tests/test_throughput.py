@@ -77,13 +77,14 @@ class _Blocks(torch.utils.data.Dataset):
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
 
 
-def _trainer(tmp_path, max_steps, peak=1e12, **args):
+def _trainer(tmp_path, max_steps, peak=1e12, callbacks=None, eval_dataset=None, **args):
     torch.manual_seed(0)
     model = _gpt2()
     targs = tf.TrainingArguments(output_dir=str(tmp_path / "ckpt"), max_steps=max_steps, per_device_train_batch_size=4,
                                  save_strategy="steps", save_steps=2, report_to="none", disable_tqdm=True,
                                  use_cpu=True, dataloader_pin_memory=False, **args)
-    trainer = tf.Trainer(model=model, args=targs, train_dataset=_Blocks())
+    trainer = tf.Trainer(model=model, args=targs, train_dataset=_Blocks(), eval_dataset=eval_dataset,
+                         callbacks=callbacks)
     throughput.attach(trainer, peak_flops=peak)
     return trainer
 
@@ -110,6 +111,23 @@ def test_mfu_ignores_the_trainers_rank_summed_total_flos(tmp_path):
     trainer.state.total_flos = 1e30  # what summing over ranks / steps before a resume would add
     after = throughput.facts(trainer)
     assert after["mfu"] == before["mfu"] and after["train_model_flops"] == 2 * STEP_FLOPS
+
+
+def test_evaluation_time_is_left_out_of_training_time_and_eval_rows_carry_it(tmp_path):
+    import time
+
+    class SlowEvaluation(tf.TrainerCallback):  # runs before the meter's on_evaluate: inside the evaluation
+        def on_evaluate(self, *a, **k):
+            time.sleep(0.5)
+
+    trainer = _trainer(tmp_path, max_steps=4, callbacks=[SlowEvaluation()], eval_dataset=_Blocks(),
+                       eval_strategy="steps", eval_steps=2)
+    runtime = trainer.train().metrics["train_runtime"]
+    facts = throughput.facts(trainer)
+    assert facts["train_loop_seconds"] < runtime - 1.0  # two evaluations of > 0.5 s each are not training
+    evals = [row for row in trainer.state.log_history if "eval_loss" in row]
+    assert [row["step"] for row in evals] == [2, 4]
+    assert 0 < evals[0]["train_seconds"] < evals[1]["train_seconds"] <= facts["train_loop_seconds"] + 1e-3
 
 
 def test_compute_dtype_follows_the_precision_the_run_trains_in():

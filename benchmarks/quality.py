@@ -40,16 +40,24 @@ PLAN = {  # per task: training rows (None: all), checkpoint every N steps for th
 }
 
 
-def splits_for(task: str, work: Path, dirs: dict) -> dict:
-    """The pipeline's own train / validation rows for ``task`` (its loader, its seed): JSONL files both sides use."""
+SMOKE = dict(rows=64, every=(2, 6), val_rows=64)  # --smoke: checks the harness, measures nothing
+
+
+def splits_for(task: str, work: Path, dirs: dict, rows=None, val_rows=None) -> dict:
+    """The pipeline's own train / validation rows for ``task`` (its loader, its seed, its first-N cap): JSONL files
+    both sides can use."""
     from hydra import compose, initialize_config_dir
 
     from pipeline.data import load_raw
+    from pipeline.tasks import get_task
 
     t = TASKS[task]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=t.fill(t.recipe, harness.DATA, dirs) + ["seed=0"])
-    raw = load_raw(cfg.data, task, 0)
+    raw, _ = load_raw(cfg.data, get_task(cfg), 0)
+    for split, n in (("train", rows), ("validation", val_rows)):
+        if n:
+            raw[split] = raw[split].select(range(min(n, len(raw[split]))))
     out = {}
     for split in ("train", "validation"):
         path = work / "splits" / task / f"{split}.jsonl"
@@ -136,12 +144,15 @@ def curve(run_dir: Path, checkpoints: Path, final: Path, metrics: dict, task: st
     points = []
     for ckpt in sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
         state = json.loads((ckpt / "trainer_state.json").read_text())
-        row = next(r for r in reversed(state["log_history"]) if r.get("step") == state["global_step"] and "train_seconds" in r)
+        row = next((r for r in reversed(state["log_history"])
+                    if r.get("step") == state["global_step"] and "train_seconds" in r), None)
+        if row is None:  # a save without a log row (the Trainer's save at the last step): the final model has it
+            continue
         points.append({"step": state["global_step"], "train_seconds": row["train_seconds"],
                        "metric": score(task, ckpt, tokenizer, rows)})
     history = run_dir / "log_history.json"  # the pipeline's; the plain script writes global_step
     steps = metrics.get("global_step") or max(r.get("step", 0) for r in json.loads(history.read_text()))
-    if not points or points[-1]["train_seconds"] < metrics["train_loop_seconds"] - 1e-6:
+    if not points or points[-1]["step"] < steps:
         points.append({"step": steps, "train_seconds": metrics["train_loop_seconds"], "metric": score(task, final, tokenizer, rows)})
     return points
 
@@ -155,13 +166,13 @@ def run_side(label: str, cmd: list[str], work: Path, environ: dict) -> float:
     return harness.timed(cmd, environ, work / f"{label}.log")
 
 
-def bench_task(task: str, compare: str, work: Path, environ: dict, dirs: dict) -> dict:
+def bench_task(task: str, compare: str, work: Path, environ: dict, dirs: dict, smoke: bool = False) -> dict:
     import transformers
 
-    t, plan = TASKS[task], PLAN[task]
+    t, plan = TASKS[task], (SMOKE if smoke else PLAN[task])
     work = work / "quality" / compare / task
     work.mkdir(parents=True, exist_ok=True)
-    splits = splits_for(task, work, dirs)
+    splits = splits_for(task, work, dirs, plan["rows"], plan.get("val_rows"))
     tokenizer = transformers.AutoTokenizer.from_pretrained(dirs[t.model])
     val = _rows(splits["validation"])
     every_pipe, every_ex = plan["every"]
@@ -260,6 +271,7 @@ def main(argv=None):
     p.add_argument("--compare", choices=["examples", "precision"], default="examples")
     p.add_argument("--tasks", nargs="*", default=MEASURED, choices=MEASURED)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--smoke", action="store_true", help="64 rows, checkpoints every few steps: checks the harness")
     p.add_argument("--data", default=str(harness.DATA))
     p.add_argument("--work", default="/tmp/finetune-bench")
     p.add_argument("--name", default=None, help="result file name (default: quality-<compare>)")
@@ -284,7 +296,7 @@ def main(argv=None):
     for task in args.tasks:
         print(f"quality {task}", flush=True)
         try:
-            result["tasks"][task] = bench_task(task, args.compare, work, environ, dirs)
+            result["tasks"][task] = bench_task(task, args.compare, work, environ, dirs, args.smoke)
         except (Exception, SystemExit) as e:
             print(f"{task} failed: {e}", flush=True)
             result["tasks"][task] = {"error": str(e)[-2000:]}

@@ -59,7 +59,7 @@ def splits_for(task: str, work: Path, dirs: dict, rows=None, val_rows=None) -> d
         if n:
             raw[split] = raw[split].select(range(min(n, len(raw[split]))))
     out = {}
-    for split in ("train", "validation"):
+    for split in ("train", "validation", "test"):
         path = work / "splits" / task / f"{split}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         raw[split].to_json(str(path), lines=True, force_ascii=False)
@@ -272,6 +272,9 @@ def main(argv=None):
     p.add_argument("--tasks", nargs="*", default=MEASURED, choices=MEASURED)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--smoke", action="store_true", help="64 rows, checkpoints every few steps: checks the harness")
+    p.add_argument("--score", nargs="*", default=None, metavar="MODEL_DIR",
+                   help="only score these model directories on --split of the first --tasks task, print JSON")
+    p.add_argument("--split", default="test", choices=["validation", "test"])
     p.add_argument("--data", default=str(harness.DATA))
     p.add_argument("--work", default="/tmp/finetune-bench")
     p.add_argument("--name", default=None, help="result file name (default: quality-<compare>)")
@@ -290,8 +293,16 @@ def main(argv=None):
               "cpus": os.cpu_count(), "threads": args.threads, "load_average_start": os.getloadavg(), "tasks": {}}
     from peak import seed_cache
 
-    result["peaks"] = seed_cache([args.threads])  # the MFU denominator of every run (pipeline/peaks.py cache)
+    result["peaks"] = seed_cache([args.threads]) if args.score is None else {}  # the MFU denominator of every run (pipeline/peaks.py cache)
     dirs = harness.prepare_models(work, [TASKS[t].model for t in args.tasks if TASKS[t].model in harness.SCRATCH])
+    if args.score is not None:
+        import transformers
+
+        task = args.tasks[0]
+        rows = _rows(splits_for(task, work / "score", dirs)[args.split])
+        tokenizer = transformers.AutoTokenizer.from_pretrained(dirs[TASKS[task].model])
+        print(json.dumps({d: score(task, Path(d), tokenizer, rows) for d in args.score}, indent=1))
+        return
     name = Path(args.out) / (args.name or f"quality-{args.compare}")
     for task in args.tasks:
         print(f"quality {task}", flush=True)

@@ -136,7 +136,7 @@ class ThroughputMeter(TrainerCallback):
             out["train_model_flops"] = float(self.flops)  # this process, this session
             out["train_model_flops_per_second"] = self.flops / elapsed
             dtype = peaks.compute_dtype(args)
-            peak, source = peaks.peak_flops(dtype, override=self.peak_override)
+            peak, source = peaks.peak_flops(dtype, override=self.peak_override, args=args)
             out.update(peak_flops=peak, peak_flops_source=source, compute_dtype=dtype)
             if peak:
                 out["mfu"] = out["train_model_flops_per_second"] / peak

@@ -1,20 +1,27 @@
-"""Benchmark harness: the pipeline against a plain transformers Trainer script, side by side in one run.
+"""Benchmark harness: the pipeline against what users would run instead, side by side in one run.
 
-  flock /tmp/heavy.lock python benchmarks/run.py --quick      # ~10 min on 2 busy CPU cores
+  flock /tmp/heavy.lock python benchmarks/run.py --quick      # ~25 min on 2 busy CPU cores
   python benchmarks/run.py                                    # more repetitions and steps
+  python benchmarks/run.py --quick --only precision threads   # bf16 vs fp32, 1 vs 2 threads
 
 Every measured command is a fresh subprocess; the variants of one comparison alternate (A B C, B C A, C A B, ...)
-over the repetitions so machine noise hits all of them alike, and the tables report medians. Sections:
+over the repetitions so machine noise hits all of them alike. Ratios are taken per repetition (a variant against the
+reference run of the same repetition) and reported as median and interquartile range, rounded to what the spread
+allows. Tasks come from benchmarks/tasks.py. Sections:
 
   startup     `finetune --help`, `finetune recipe=bert-ner --cfg job`
-  throughput  per task: pipeline | baseline at identical settings | baseline with naive max-length padding
-              NER: MiniLM (offline, pretrained) on CoNLL-2003; summarization: scratch T5 on DialogSum;
-              causal LM: scratch GPT-2 on tiny Shakespeare (packed blocks vs one padded paragraph per example)
+  throughput  per task: the pipeline's recipe as users run it (group_order=shuffled, its batch and lengths) |
+              a plain Trainer script with the recipe's settings (parity) | the transformers example script's
+              defaults (random order, batch 8, dynamic padding per batch) | naive padding to the maximum length
+  precision   per task: the pipeline's recipe with trainer.bf16=false vs true (bf16 autocast on CPU)
+  threads     per task: the pipeline's recipe on 1 vs 2 torch threads
   cache       the same pipeline run twice on a fresh datasets cache: tokenize_seconds of run 1 vs run 2
   memory      scratch GPT-2 (58M params) method=full vs method=lora at equal batch: peak RSS
 
-Writes benchmarks/results/<mode>.json (every run's figures + medians + ratios) and <mode>.md (benchmarks/tables.py); --name picks another file name.
-Do not wrap inner commands in flock: the harness is one heavy job, take the lock around it.
+Time to quality (each side trained to the end, checkpoints scored by one evaluator) is benchmarks/quality.py.
+Writes benchmarks/results/<mode>.json (every run's figures + medians + ratios) and <mode>.md (benchmarks/tables.py);
+--name picks another file name. Do not wrap inner commands in flock: the harness is one heavy job, take the lock
+around it.
 """
 
 from __future__ import annotations
@@ -31,14 +38,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 DATA = ROOT.parent / "shared" / "data"
 
-MODES = {  # samples are the first N training rows; steps x batch fixes the samples every variant trains on
-    "quick": dict(reps=3, startup_reps=5, ner=(2000, 12, 16), summarization=(600, 6, 8), generation=(None, 12, 8),
+from tasks import MEASURED, TASKS  # noqa: E402
+
+MODES = {  # per task: (first N training rows or None, optimizer steps at the recipe's batch)
+    "quick": dict(reps=5, startup_reps=5, ner=(2000, 16), summarization=(600, 8), generation=(None, 12),
                   memory_reps=2, memory=(3, 1, 128), cache_rows=(14041, 3000)),
-    "smoke": dict(reps=1, startup_reps=1, ner=(64, 2, 8), summarization=(32, 2, 4), generation=(None, 2, 4),
+    "smoke": dict(reps=1, startup_reps=1, ner=(64, 2), summarization=(32, 2), generation=(None, 2),
                   memory_reps=1, memory=(1, 1, 64), cache_rows=(200, 64)),  # checks the harness, measures nothing
-    "full": dict(reps=5, startup_reps=10, ner=(4000, 30, 32), summarization=(2000, 15, 16), generation=(None, 30, 16),
+    "full": dict(reps=7, startup_reps=10, ner=(4000, 40), summarization=(2000, 20), generation=(None, 30),
                  memory_reps=3, memory=(5, 1, 128), cache_rows=(14041, 12460)),
 }
 SCRATCH = {  # sizes of the from-config models (model.scratch keys); the memory model is GPT-2-small-like in depth
@@ -50,7 +60,9 @@ SCRATCH = {  # sizes of the from-config models (model.scratch keys); the memory 
 COMMON = ["trainer.global_batch_size=null", "trainer.gradient_accumulation_steps=1", "do_eval=false",
           "num_samples=0", "seed=0", "trainer.save_strategy=no", "trainer.load_best_model_at_end=false",
           "trainer.report_to=none", "trainer.disable_tqdm=true", "trainer.logging_steps=20", "trainer.warmup_steps=0.1",
-          "trainer.weight_decay=0.01"]
+          "trainer.weight_decay=0.01"]  # the cache and memory sections' fixed settings
+SHORT = ["do_eval=false", "num_samples=0", "seed=0", "trainer.save_strategy=no", "trainer.load_best_model_at_end=false",
+         "trainer.report_to=none", "trainer.disable_tqdm=true"]  # a recipe cut short: training only, nothing saved
 
 
 def env(work: Path, threads: int, cache: Path | None = None) -> dict:
@@ -99,39 +111,37 @@ def prepare_models(work: Path, names) -> dict:
     return dirs
 
 
-def task_variants(task: str, spec: tuple, dirs: dict, out: Path) -> dict:
-    """{variant: (command, result json path)} for one task: pipeline, baseline (identical), naive (padding)."""
-    samples, steps, batch = spec
-    if task == "ner":
-        pipe = ["recipe=bert-ner", "model=minilm-offline", "data=conll2003-local", f"data.dir={DATA / 'conll2003'}",
-                "task.max_length=128", "trainer.learning_rate=1e-4"]
-        base = ["--model_dir", dirs["minilm"], "--data_dir", str(DATA / "conll2003"), "--max_length", "128",
-                "--learning_rate", "1e-4"]
-    elif task == "summarization":
-        pipe = ["recipe=t5-summarization", f"model.name_or_path={dirs['t5']}", "model.family=t5",
-                "data=dialogsum-local", f"data.dir={DATA / 'dialogsum'}", "task.max_source_length=512",
-                "task.max_target_length=128", "trainer.learning_rate=3e-4"]
-        base = ["--model_dir", dirs["t5"], "--data_dir", str(DATA / "dialogsum"), "--max_source_length", "512",
-                "--max_target_length", "128", "--source_prefix", "summarize: ", "--learning_rate", "3e-4"]
-    else:
-        pipe = ["recipe=gpt2-generation", f"model.name_or_path={dirs['gpt2']}", "model.family=gpt2",
-                "data=tinyshakespeare", f"data.train_file={DATA / 'tinyshakespeare' / 'input.txt'}",
-                "task.block_size=256", "trainer.learning_rate=5e-4"]
-        base = ["--model_dir", dirs["gpt2"], "--data_dir", str(DATA / "tinyshakespeare"), "--block_size", "256",
-                "--learning_rate", "5e-4"]
-    pipe += COMMON + [f"trainer.max_steps={steps}", f"trainer.per_device_train_batch_size={batch}",
-                      "trainer.group_order=sorted"]  # the plain Trainer's batch order (same batches either way)
-    base += ["--task", task, "--max_steps", str(steps), "--batch_size", str(batch)]
-    if samples:
-        pipe.append(f"data.max_train_samples={samples}")
-        base += ["--max_train_samples", str(samples)]
-    py, bl = [sys.executable, "-m", "pipeline"], [sys.executable, str(ROOT / "benchmarks" / "baseline_trainer.py")]
-    return {"pipeline": (lambda d: py + pipe + [f"hydra.run.dir={d}"], "metrics.json"),
-            "baseline": (lambda d: bl + base + ["--padding", "dynamic", "--out", str(d / "metrics.json")], "metrics.json"),
-            "naive": (lambda d: bl + base + ["--padding", "max_length", "--out", str(d / "metrics.json")], "metrics.json")}
+def pipeline_cmd(task: str, dirs: dict, steps: int, samples, extra=()) -> list[str]:
+    """``finetune <the task's recipe as users run it>`` cut to ``steps`` optimizer steps on the first ``samples`` rows."""
+    t = TASKS[task]
+    cmd = [sys.executable, "-m", "pipeline", *t.fill(t.recipe, DATA, dirs), *SHORT, f"trainer.max_steps={steps}"]
+    return cmd + ([f"data.max_train_samples={samples}"] if samples else []) + list(extra)
 
 
-FIELDS = {"samples_per_s": "train_samples_per_second", "tokens_per_s": "train_processed_tokens_per_second",
+def baseline_cmd(task: str, dirs: dict, flags: list, steps: int, samples) -> list[str]:
+    t = TASKS[task]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "baseline_trainer.py"), *t.fill(t.data_args, DATA, dirs), *flags,
+           "--max_steps", str(steps)]
+    return cmd + (["--max_train_samples", str(samples)] if samples else [])
+
+
+def task_variants(task: str, spec: tuple, dirs: dict) -> dict:
+    """{variant: command(run_dir)}: pipeline (recipe), baseline (recipe's settings), examples, naive padding. The
+    examples' batch is 8 (the recipes' 16): it runs twice the steps, so every variant trains on the same samples."""
+    samples, steps = spec
+    t = TASKS[task]
+    out = lambda d: ["--out", str(d / "metrics.json")]
+    ratio = t.recipe_batch // 8
+    return {
+        "pipeline": lambda d: pipeline_cmd(task, dirs, steps, samples, [f"hydra.run.dir={d}"]),
+        "baseline": lambda d: baseline_cmd(task, dirs, t.same_as_recipe, steps, samples) + out(d),
+        "examples": lambda d: baseline_cmd(task, dirs, t.examples, steps * ratio, samples) + out(d),
+        "naive": lambda d: baseline_cmd(task, dirs, t.same_as_recipe + ["--padding", "max_length", "--sampling", "random"],
+                                        steps, samples) + out(d),
+    }
+
+
+FIELDS = {"samples_per_s": "train_samples_per_second", "mfu": "mfu", "model_flops_per_s": "train_model_flops_per_second", "tokens_per_s": "train_processed_tokens_per_second",
           "useful_tokens_per_s": "train_useful_tokens_per_second", "pad_fraction": "train_pad_fraction",
           "train_loop_s": "train_loop_seconds", "data_wait_s": "train_data_wait_seconds", "startup_s": "startup_seconds",
           "peak_rss_mb": "peak_rss_mb_at_train_end",
@@ -147,15 +157,16 @@ def figures(metrics: dict, wall: float) -> dict:
 
 
 def alternate(variants: dict, reps: int, work: Path, environ: dict, label: str) -> dict:
-    """Run every variant ``reps`` times, rotating the order each repetition. {variant: [figures, ...]}."""
+    """Run every variant ``reps`` times, rotating the order each repetition. {variant: [figures, ...]}. A variant
+    is ``make(run_dir) -> command`` or ``(make, environment overrides)``."""
     names, runs = list(variants), {v: [] for v in variants}
     for rep in range(reps):
         for name in names[rep % len(names):] + names[:rep % len(names)]:
-            make, result = variants[name]
+            make, extra_env = variants[name] if isinstance(variants[name], tuple) else (variants[name], {})
             d = work / "runs" / f"{label}-{name}-{rep}"
             d.mkdir(parents=True, exist_ok=True)
-            wall = timed(make(d), environ, d / "log.txt")
-            runs[name].append(figures(json.loads((d / result).read_text()), wall))
+            wall = timed(make(d), {**environ, **extra_env}, d / "log.txt")
+            runs[name].append(figures(json.loads((d / "metrics.json").read_text()), wall))
             print(f"  {label:14s} {name:9s} rep {rep}: {runs[name][-1]['samples_per_s']:.2f} samples/s, "
                   f"pad {runs[name][-1]['pad_fraction']:.3f}, wall {wall:.1f}s", flush=True)
     return runs
@@ -211,8 +222,8 @@ def main(argv=None):
     p.add_argument("--data", default=str(DATA), help="folder holding conll2003/ dialogsum/ tinyshakespeare/")
     p.add_argument("--threads", type=int, default=1, help="torch / OpenMP threads of every run (same for all)")
     p.add_argument("--work", default="/tmp/finetune-bench", help="scratch folder (models, run dirs, caches)")
-    p.add_argument("--only", nargs="*", default=["startup", "throughput", "cache", "memory"])
-    p.add_argument("--tasks", nargs="*", default=["ner", "summarization", "generation"], help="throughput tasks")
+    p.add_argument("--only", nargs="*", default=["startup", "throughput", "precision", "threads", "cache", "memory"])
+    p.add_argument("--tasks", nargs="*", default=MEASURED, choices=MEASURED, help="tasks of the per-task sections")
     p.add_argument("--name", default=None, help="result file name (default: the mode)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
@@ -225,9 +236,21 @@ def main(argv=None):
     result = {"mode": mode, "threads": args.threads, "command": "python benchmarks/run.py " + " ".join(sys.argv[1:]),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                           "load_average_start": os.getloadavg()}, "versions": _versions()}
-    dirs = prepare_models(work, ["t5", "gpt2"] * ("throughput" in args.only) + ["gpt2-memory"] * ("memory" in args.only))
+    per_task = {"throughput", "precision", "threads"} & set(args.only)
+    if per_task or "memory" in args.only:  # every run's MFU is against this best-of-3 probe (pipeline/peaks.py cache)
+        from peak import seed_cache
+
+        os.environ["HF_HOME"] = environ["HF_HOME"]
+        result["peaks"] = seed_cache(sorted({args.threads, 1, 2} if "threads" in per_task else {args.threads}))
+    dirs = prepare_models(work, [TASKS[t].model for t in args.tasks if TASKS[t].model in SCRATCH] * bool(per_task)
+                          + ["gpt2-memory"] * ("memory" in args.only))
     sections = {"startup": lambda: bench_startup(cfg["startup_reps"], environ),
-                "throughput": lambda: bench_throughput(cfg, dirs, work, environ),
+                "throughput": lambda: bench_tasks(cfg, dirs, work, environ,
+                                                  lambda t, spec: task_variants(t, spec, dirs), "throughput"),
+                "precision": lambda: bench_tasks(cfg, dirs, work, environ,
+                                                 lambda t, spec: precision_variants(t, spec, dirs), "precision"),
+                "threads": lambda: bench_tasks(cfg, dirs, work, environ,
+                                               lambda t, spec: thread_variants(t, spec, dirs), "threads"),
                 "cache": lambda: bench_cache(cfg["cache_rows"], dirs, work, args.threads),
                 "memory": lambda: bench_memory(cfg, dirs, work, environ)}
     for name in [s for s in sections if s in args.only]:
@@ -244,18 +267,33 @@ def main(argv=None):
     write_report(result, Path(args.out) / (args.name or mode))
 
 
-def bench_throughput(cfg: dict, dirs: dict, work: Path, environ: dict) -> dict:
+def bench_tasks(cfg: dict, dirs: dict, work: Path, environ: dict, variants, label: str) -> dict:
+    """Every task of ``cfg['tasks']``: ``variants(task, spec)`` alternated ``cfg['reps']`` times."""
     out = {}
-    for task in cfg.get("tasks", ("ner", "summarization", "generation")):
-        print(f"throughput {task}", flush=True)
+    for task in cfg["tasks"]:
+        print(f"{label} {task}", flush=True)
         try:
-            runs = alternate(task_variants(task, cfg[task], dirs, work), cfg["reps"], work, environ, task)
+            runs = alternate(variants(task, cfg[task]), cfg["reps"], work, environ, f"{label}-{task}")
         except SystemExit as e:  # one task's failure leaves the others' figures
             print(f"{task} failed: {e}", flush=True)
+            out[task] = {"error": str(e)[-2000:]}
             continue
-        out[task] = {"settings": dict(zip(("max_train_samples", "max_steps", "batch"), cfg[task])), "runs": runs,
+        out[task] = {"settings": dict(zip(("max_train_samples", "max_steps"), cfg[task])), "runs": runs,
                      "median": {v: medians(r) for v, r in runs.items()}}
     return out
+
+
+def precision_variants(task: str, spec: tuple, dirs: dict) -> dict:
+    samples, steps = spec
+    return {p: (lambda d, p=p: pipeline_cmd(task, dirs, steps, samples, [f"trainer.bf16={p == 'bf16'}".lower(),
+                                                                          f"hydra.run.dir={d}"]))
+            for p in ("fp32", "bf16")}
+
+
+def thread_variants(task: str, spec: tuple, dirs: dict) -> dict:
+    samples, steps = spec
+    return {f"{n} thread{'s' * (n > 1)}": (lambda d: pipeline_cmd(task, dirs, steps, samples, [f"hydra.run.dir={d}"]),
+                                          {"OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}) for n in (1, 2)}
 
 
 def bench_memory(cfg: dict, dirs: dict, work: Path, environ: dict) -> dict:
@@ -264,7 +302,7 @@ def bench_memory(cfg: dict, dirs: dict, work: Path, environ: dict) -> dict:
             "model.family=gpt2", "data=tinyshakespeare", f"data.train_file={DATA / 'tinyshakespeare' / 'input.txt'}",
             f"task.block_size={block}", *COMMON, f"trainer.max_steps={steps}",
             f"trainer.per_device_train_batch_size={batch}", "data.max_train_samples=400"]
-    variants = {m: (lambda d, m=m: base + [f"method={m}", f"hydra.run.dir={d}"], "metrics.json") for m in ("full", "lora")}
+    variants = {m: (lambda d, m=m: base + [f"method={m}", f"hydra.run.dir={d}"]) for m in ("full", "lora")}
     runs = alternate(variants, cfg["memory_reps"], work, environ, "memory")
     med = {v: medians(r) for v, r in runs.items()}
     return {"settings": {"model": SCRATCH["gpt2-memory"], "max_steps": steps, "batch": batch, "block_size": block},

@@ -26,6 +26,7 @@ def training_args(cfg, task, run_dir: Path):
         fields["report_to"] = "none"  # TensorBoard's folder is set per run by tracking.setup
     fields.pop("group_order", None)  # pipeline key, read by build_trainer (pipeline/sampling.py)
     early_stopping.training_fields(fields, cfg)  # pops early_stopping_*; checks eval / save / best-model settings
+    peak_flops(fields.pop("peak_flops", None))  # pipeline key (MFU's denominator), checked here, read by build_trainer
     fields = distributed.training_fields(fields)  # pops global_batch_size; use_cpu for multi-process CPU (gloo)
     try:
         return args_class(**fields)
@@ -35,18 +36,27 @@ def training_args(cfg, task, run_dir: Path):
         raise ConfigError(f"trainer: {' '.join(str(e).split())[:400]}") from e  # one line, all of it
 
 
-def resolve_auto(fields: dict) -> dict:
-    """``auto`` values of the GPU-only speed-ups, in place: pinned host memory on a GPU; bf16 autocast and TF32
-    matmuls on Ampere or newer. Shared by fine-tuning and the RLHF stage's TRL configs."""
-    auto = [k for k in ("dataloader_pin_memory", "bf16", "tf32") if fields.get(k) == "auto"]
-    if auto:
-        import torch
+def peak_flops(value):
+    """``trainer.peak_flops``: None / auto (pipeline/peaks.py finds the device's peak), a FLOP/s number, 0 (no MFU)."""
+    if value is None or value == "auto":
+        return None
+    try:
+        if float(value) >= 0:
+            return float(value)
+    except (TypeError, ValueError):
+        pass
+    raise ConfigError(f"trainer.peak_flops={value!r}: give the device's peak FLOP/s (e.g. 1.2e12), 0 for no MFU, "
+                      f"or auto")
 
-        gpu = torch.cuda.is_available()
-        ampere = gpu and torch.cuda.get_device_capability()[0] >= 8
-        resolved = {"dataloader_pin_memory": gpu, "tf32": True if ampere else None,
-                    "bf16": bool(ampere and torch.cuda.is_bf16_supported() and not fields.get("fp16"))}
-        fields.update({k: resolved[k] for k in auto})
+
+def resolve_auto(fields: dict) -> dict:
+    """``auto`` values of the speed settings, in place (pipeline/precision.py): pinned host memory with a GPU; TF32
+    on Ampere or newer; bf16 on those GPUs and on CPUs with bf16 matrix units (AMX), with use_cpu=True on a CPU.
+    Shared by fine-tuning and the RLHF stage's TRL configs."""
+    if any(fields.get(k) == "auto" for k in ("dataloader_pin_memory", "bf16", "tf32")) or fields.get("bf16") is True:
+        from pipeline import precision
+
+        precision.resolve(fields, **precision.machine())
     return fields
 
 
@@ -62,6 +72,8 @@ def build_trainer(cfg, task, model, tokenizer, datasets, args):
                             processing_class=tokenizer, **task.trainer_kwargs(tokenizer, model))
     throughput.attach(trainer)  # tokens processed / useful, pad fraction, tokens/s (pipeline/throughput.py)
     early_stopping.attach(trainer, cfg)  # trainer.early_stopping_patience: transformers' EarlyStoppingCallback
+    # tokens processed / useful, pad fraction, tokens/s, model FLOPs and MFU (pipeline/throughput.py)
+    throughput.attach(trainer, peak_flops=peak_flops(cfg.trainer.get("peak_flops")))
     return trainer
 
 

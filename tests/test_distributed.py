@@ -80,6 +80,7 @@ def test_two_ranks_train_like_one_process(method, tmp_path):
     assert (metrics["per_device_train_batch_size"], metrics["effective_batch_size"]) == (8, 16)
     assert (single["per_device_train_batch_size"], single["effective_batch_size"]) == (16, 16)
     assert metrics["replicas_in_sync"] is True  # per-tensor sums equal on both ranks at the end
+    assert metrics["train_model_flops"] == single["train_model_flops"] / 2  # MFU per process: rank 0's half
     # main process only: one .hydra/, one log file without rank 1's lines, one "done:" line
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     logs = list(run_dir.glob("*.log"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -20,6 +21,13 @@ from pipeline.sweep import FAILED_JOBS  # a sweep's failed jobs, counted from th
 
 log = logging.getLogger("pipeline")
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # editable install: the repo's conf/
+COLUMN_MAPPING = re.compile(r"(rlhf\.)?data\.columns\.[\w-]+=")
+
+
+def user_overrides(args: list[str]) -> list[str]:
+    """Command-line overrides as Hydra takes them: ``data.columns.<canonical>=<yours>`` maps a column whether or not
+    the data config already names it (Hydra alone wants ``+`` for a key the config lacks, e.g. ``text_pair``)."""
+    return ["++" + a if COLUMN_MAPPING.match(a) else a for a in args]
 
 
 def _prepare_env() -> None:
@@ -104,6 +112,7 @@ def launch(app) -> None:
     leaves without interpreter finalisation (distributed.exit_process). Shared by ``finetune`` and
     ``finetune-rlhf``."""
     _prepare_env()
+    sys.argv[1:] = user_overrides(sys.argv[1:])
     distributed.before_hydra()  # quiet non-main ranks, one run directory
     if distributed.world_size() <= 1:
         try:

@@ -34,8 +34,10 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    from pipeline.cli import user_overrides
+
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
+        return hydra_compose(config_name="config", overrides=user_overrides(overrides))
 
 
 def run_pipeline(overrides: list[str], run_dir: Path) -> dict:

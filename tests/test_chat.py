@@ -223,7 +223,10 @@ def test_rows_of_no_format_are_refused_naming_the_row(tmp_path):
 def test_alpaca_empty_outputs_are_dropped_and_counted():
     from pipeline.data import load_raw
 
-    t = task("data=alpaca-local", f"data.dir={ROOT.parent / 'shared' / 'data' / 'alpaca'}", "data.source=json")
+    from pipeline.tasks import get_task
+
+    t = get_task(compose(["recipe=gpt2-instruct", "data=alpaca-local",  # debug=smoke would cap the rows
+                          f"data.dir={ROOT.parent / 'shared' / 'data' / 'alpaca'}"]))
     raw, dropped = load_raw(t.cfg.data, t, 0)
     assert dropped == {"train": {"empty response": 2}}
     assert [len(raw[s]) for s in ("train", "validation", "test")] == [3998, 500, 500]

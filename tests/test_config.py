@@ -351,3 +351,12 @@ def test_any_key_of_the_config_with_a_wrong_value_is_one_line_or_accepted():
             except Exception as e:
                 problems.append(f"{key}={wrong!r}: {type(e).__name__}: {e}")
     assert len(seen) > 100 and not problems, "\n".join(problems)
+
+
+def test_a_column_mapping_the_data_config_lacks_is_taken_as_typed():
+    """``data.columns.<canonical>=<yours>`` for a column the recipe's data config does not name (text_pair here):
+    added, on the command line as in compose, without Hydra's ``+``; the recipe's own mappings stay."""
+    cfg = compose(["recipe=bert-classification", "data.columns.text_pair=hypothesis"])
+    assert dict(cfg.data.columns) == {"text": "text", "label": "label_text", "text_pair": "hypothesis"}
+    out = run_cli(["recipe=bert-classification", "data.columns.text_pair=hypothesis", "--cfg", "job"])
+    assert out.returncode == 0 and "text_pair: hypothesis" in out.stdout, out.stderr[-500:]

@@ -317,9 +317,10 @@ def needs_machine(program: str, flags: list[str], overrides: list[str]) -> str |
 
 
 def run_key(cfg, run_dir_named, overrides) -> str:
-    """Commands with the same key exercise the same code path: run once."""
+    """Commands with the same key exercise the same code path: run once (per recipe name: ``outputs/<recipe>/<time>``
+    placeholders find a run by it)."""
     rl = cfg.get("rlhf")
-    parts = [cfg.task.name, cfg.model.family, cfg.model.init, cfg.model.get("name_or_path"), cfg.method.name,
+    parts = [cfg.get("name"), cfg.task.name, cfg.model.family, cfg.model.init, cfg.model.get("name_or_path"), cfg.method.name,
              rl and rl.algorithm, rl and rl.get("policy_path"), rl and rl.get("reward_path"),
              rl and rl.reward.init, cfg.data.source,
              [cfg.data.get(k) for k in ("train_file", "validation_file", "test_file")], dict(cfg.data.columns),

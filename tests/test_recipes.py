@@ -44,7 +44,8 @@ def test_recipe_smoke_trains_and_reloads_as_before_saving(recipe, metric, tmp_pa
 
 
 def _logits(model, tok):
-    """Logits of ``model`` (eval mode, no grad) on a fixed probe batch; the model's mode is restored."""
+    """Logits of ``model`` (eval mode, no grad) on a fixed probe batch, every ``*logits`` output concatenated (span
+    models give start and end logits); the model's mode is restored."""
     was_training = model.training
     model.eval()
     batch = tok(["the old fox visited Paris", "Angela Merkel met John Smith"], return_tensors="pt", padding=True)
@@ -52,7 +53,10 @@ def _logits(model, tok):
     if model.config.is_encoder_decoder:
         batch["decoder_input_ids"] = torch.full((2, 1), model.config.decoder_start_token_id, device=model.device)
     with torch.no_grad():
-        out = model(**batch).logits.detach().cpu().clone()
+        outputs = model(**batch)
+    scores = [v for k, v in outputs.items() if k.endswith("logits")]
+    assert scores, list(outputs.keys())
+    out = torch.cat([v.detach().cpu().reshape(2, -1) for v in scores], dim=1).clone()
     model.train(was_training)
     return out
 

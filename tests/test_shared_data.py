@@ -69,15 +69,17 @@ def test_sst2_and_multi30k_local_split_sizes_and_columns():
 
 
 def test_minilm_sst2_recipe_learns_real_sentiment(tmp_path):
-    """recipe=minilm-sst2 as shipped (pretrained MiniLM, real SST-2 files), capped to 640 sentences and 1 epoch:
-    the training loss falls and test accuracy on 300 real sentences is well above the 0.5 of a guess (the full
-    run's figures are in recipes/README.md)."""
+    """recipe=minilm-sst2 (pretrained MiniLM, real SST-2 files), capped to 640 sentences and 1 epoch of 40 steps
+    (batch 16, lr 2e-4: the recipe's 20 steps at 5e-5 leave the new head near its start): the training loss falls
+    and test accuracy on 300 real sentences is well above the 0.5 of a guess (measured: loss 0.69 -> 0.48, accuracy
+    0.82; the full run's figures are in recipes/README.md)."""
     m = run_pipeline(["recipe=minilm-sst2", f"data.dir={SHARED_DATA / 'sst2'}", "data.max_train_samples=640",
                       "data.max_eval_samples=200", "data.max_test_samples=300", "trainer.num_train_epochs=1",
-                      "trainer.logging_steps=4", "logger=none", "quiet=true", "num_samples=0"], tmp_path)
+                      "trainer.global_batch_size=16", "trainer.learning_rate=2e-4", "trainer.logging_steps=4",
+                      "logger=none", "quiet=true", "num_samples=0"], tmp_path)
     losses = [row["loss"] for row in json.loads((tmp_path / "log_history.json").read_text()) if "loss" in row]
-    assert len(losses) >= 4 and min(losses[-2:]) < 0.9 * losses[0], losses
-    assert m["test_accuracy"] > 0.65, m["test_accuracy"]
+    assert len(losses) >= 8 and sum(losses[-2:]) / 2 < 0.85 * losses[0], losses
+    assert m["test_accuracy"] > 0.7, m["test_accuracy"]
 
 
 def test_scratch_t5_learns_real_multi30k(tmp_path):
@@ -126,13 +128,16 @@ def test_minilm_squad_recipe_learns_real_squad(tmp_path):
     assert m["test_f1"] > 0.0, m["test_f1"]
 
 
-def test_scratch_t5_generative_qa_trains_on_real_squad(tmp_path):
-    """A from-config T5 on 256 real SQuAD questions: generated answers are scored against the real references and
-    the training loss falls."""
-    m = run_pipeline(["recipe=t5-qa", "debug=smoke", "data=squad-local", "data.source=json",
-                      f"data.dir={SHARED_DATA / 'squad'}", "data.max_train_samples=256", "data.max_eval_samples=32",
-                      "data.max_test_samples=32", "task.max_source_length=256", "trainer.num_train_epochs=2",
+def test_scratch_t5_generative_qa_loss_falls_on_real_squad(tmp_path):
+    """A from-config T5 on 256 real SQuAD questions, 2 epochs: the training loss and the validation loss fall, and the
+    generated answers of every test question are scored (F1 of a model this small stays near 0: no F1 floor)."""
+    squad = SHARED_DATA / "squad"  # debug=smoke keeps files named on the command line (a tiny T5 from config)
+    m = run_pipeline(["recipe=t5-qa", "debug=smoke", f"data.train_file={squad / 'train.jsonl'}",
+                      f"data.validation_file={squad / 'validation.jsonl'}", f"data.test_file={squad / 'test.jsonl'}",
+                      "data.max_train_samples=256", "data.max_eval_samples=32", "data.max_test_samples=32", "task.max_source_length=256", "trainer.num_train_epochs=2",
                       "trainer.logging_steps=4", "num_samples=0"], tmp_path)
     losses = _losses(tmp_path)
     assert sum(losses[-3:]) / 3 < 0.9 * losses[0], losses
-    assert 0.0 <= m["test_f1"] <= 1.0 and m["train_samples"] == 256
+    evals = [row["eval_loss"] for row in json.loads((tmp_path / "log_history.json").read_text()) if "eval_loss" in row]
+    assert len(evals) >= 2 and min(evals[1:]) < evals[0], evals  # the last row: the best (by F1) checkpoint again
+    assert m["train_samples"] == 256 and "test_exact_match" in m

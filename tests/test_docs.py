@@ -43,7 +43,7 @@ RLHF_BUDGET = ["rlhf.trainer.max_steps=2", "rlhf.reward.trainer.max_steps=2", "r
                "rlhf.data.synthetic.num_train=16", "rlhf.data.synthetic.num_test=8", "rlhf.data.max_eval_samples=8"]
 FILE_KEYS = ("data.train_file", "data.validation_file", "data.test_file", "rlhf.data.train_file",
              "rlhf.data.test_file")
-SECONDS_BUDGET = 150  # the whole test, measured ~90 s on the 2-core box (see the end of the test)
+SECONDS_BUDGET = 600  # a hang guard (measured 90-130 s on the 2-core box; per-command times in the report)
 
 
 # -- finding the commands ------------------------------------------------------------------------------------------

@@ -27,6 +27,11 @@ def _isolated_caches(tmp_path_factory):
     import torch
 
     torch.set_num_threads(1)
+    from pipeline import peaks
+
+    # The MFU denominator of every run here: this CPU's matmul peak on one thread, probed once per test process and
+    # cached whatever the load (runs would otherwise re-probe while a parallel worker keeps the load high).
+    peaks.write_cache({peaks.cpu_key(d, 1): peaks.measure_matmul(d, 1) for d in ("fp32", "bf16")})
 
 
 def compose(overrides: list[str]):

@@ -78,7 +78,8 @@ SECTION_TITLES = {"throughput": "Throughput: the pipeline against what users wou
 
 def markdown(result: dict, r: dict) -> str:
     lines = [f"# Benchmarks ({result['mode']})", "",
-             f"`{result['command']}` — {result['machine']['cpus']} CPUs, torch threads per run: {result['threads']} "
+             f"`{result['command']}` — {result['machine']['cpus']} CPUs, torch threads per run: "
+             f"{result.get('torch_threads', '?')} "
              f"(unless a variant says otherwise), load average at start "
              f"{tuple(round(x, 1) for x in result['machine']['load_average_start'])}, at end "
              f"{tuple(round(x, 1) for x in result['machine']['load_average_end'])}; {result['seconds'] / 60:.1f} min. "

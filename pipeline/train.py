@@ -70,11 +70,30 @@ def build_trainer(cfg, task, model, tokenizer, datasets, args):
     trainer = trainer_class(model=model, args=args, train_dataset=datasets["train"],
                             eval_dataset=datasets["validation"] if cfg.do_eval else None,
                             processing_class=tokenizer, **task.trainer_kwargs(tokenizer, model))
-    throughput.attach(trainer)  # tokens processed / useful, pad fraction, tokens/s (pipeline/throughput.py)
+    if trainer.model_accepts_loss_kwargs and not loss_divides_by_item_count(model):
+        trainer.model_accepts_loss_kwargs = False  # see loss_divides_by_item_count
     early_stopping.attach(trainer, cfg)  # trainer.early_stopping_patience: transformers' EarlyStoppingCallback
     # tokens processed / useful, pad fraction, tokens/s, model FLOPs and MFU (pipeline/throughput.py)
     throughput.attach(trainer, peak_flops=peak_flops(cfg.trainer.get("peak_flops")))
     return trainer
+
+
+def loss_divides_by_item_count(model) -> bool:
+    """Whether the model's loss uses the Trainer's ``num_items_in_batch`` (transformers' ``self.loss_function``).
+
+    transformers 5 passes that count to any model whose ``forward`` takes ``**kwargs`` and then treats the loss as a
+    sum divided by the items of the whole batch: it skips the division by gradient-accumulation steps and multiplies
+    the loss by the number of processes. Causal LMs hand the kwargs to ``self.loss_function`` and honour the count;
+    T5, BART and the BERT-family heads (sequence / token classification, QA) take a plain mean, so their gradients
+    would grow with the accumulation steps and the process count (measured: a 2-process classification run
+    reported twice the 1-process eval loss). For those the Trainer is told the model takes no loss kwargs."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT wrapper: its model
+    try:
+        return "loss_function" in inspect.getsource(type(base).forward)
+    except (OSError, TypeError):  # no source (compiled, dynamic classes): keep transformers' own decision
+        return True
 
 
 def train(trainer, resume_from_checkpoint=None) -> dict:

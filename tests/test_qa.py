@@ -273,3 +273,42 @@ def test_two_process_qa_scores_its_questions_in_order(tmp_path):
     for key in ("eval_f1", "eval_exact_match", "test_f1", "test_exact_match"):
         assert one[key] == pytest.approx(ddp[key]), key
     assert ddp["eval_f1"] > 0
+
+
+def test_question_longer_than_a_window_allows_is_cut_not_a_tokenizer_panic(tokenizer):
+    """max_length 12, stride 3, 3 special tokens: a window keeps at most 12 - 3 - 3 - 1 = 5 question tokens (the fast
+    tokenizer panics when the stride reaches the context's room). An 8-token question is cut to its first 5 tokens;
+    the windows still cover the whole context."""
+    from pipeline.tasks.qa_spans import fit_questions, windows
+
+    long_q = "who who who who who who who ?"
+    (cut_q,), (was_cut,) = fit_questions(tokenizer, [long_q], max_length=12, stride=3)
+    assert was_cut and cut_q == "who who who who who"
+    f = windows(tokenizer, [long_q], [CONTEXT], max_length=12, stride=3, token_types=True)
+    assert all(len(ids) <= 12 and ids[1:6] == [tokenizer.convert_tokens_to_ids("who")] * 5 for ids in f["input_ids"])
+    covered = {tuple(o) for offs in f["offset_mapping"] for o in offs if o is not None}
+    assert len(covered) == len(CONTEXT.split())
+
+
+def test_long_questions_of_real_files_are_cut_and_counted(tmp_path):
+    """debug=smoke (64-token windows, stride 16) on SQuAD-schema files with 3 questions of ~60 words: the run ends,
+    and metrics.json counts the 3 cut questions of the train split."""
+    import json
+
+    import random
+
+    from conftest import run_pipeline
+    from pipeline.tasks import qa_common
+
+    rng = random.Random(0)
+    for split, n in (("train", 48), ("validation", 8), ("test", 8)):
+        rows = [qa_common.synthetic_row(rng, split) for _ in range(n)]
+        if split == "train":
+            for r in rows[:3]:
+                r["question"] = " ".join(["which"] * 60) + " ?"
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    m = run_pipeline(["recipe=bert-qa", "debug=smoke", f"data.train_file={tmp_path / 'train.jsonl'}",
+                      f"data.validation_file={tmp_path / 'validation.jsonl'}",
+                      f"data.test_file={tmp_path / 'test.jsonl'}", "trainer.max_steps=2", "num_samples=0"],
+                     tmp_path / "run")
+    assert m["data_truncated"]["train"]["task.max_length"] == 3

@@ -14,8 +14,8 @@ from omegaconf import MISSING
 
 from pipeline.errors import ConfigError
 from pipeline.tasks import base, qa_common
-from pipeline.tasks.base import Task, batches
-from pipeline.tasks.qa_spans import best_spans, windows
+from pipeline.tasks.base import CUT, Task, batches
+from pipeline.tasks.qa_spans import best_spans, fit_questions, windows
 
 
 @dataclass
@@ -131,7 +131,11 @@ class QaTask(qa_common.SplitsKept, Task):
         types = uses_token_types(model)
 
         def encode(batch):
-            return windows(tokenizer, batch["question"], batch["context"], max_len, stride, batch["answers"], types)
+            feats = windows(tokenizer, batch["question"], batch["context"], max_len, stride, batch["answers"], types)
+            _, cut = fit_questions(tokenizer, [q.lstrip() for q in batch["question"]], max_len, stride)
+            first = [i == 0 or e != feats["example_id"][i - 1] for i, e in enumerate(feats["example_id"])]
+            feats[CUT + "max_length"] = [int(cut[e] and f) for e, f in zip(feats["example_id"], first)]
+            return feats  # questions too long for a window: cut, counted once per question (metrics.json)
 
         tokenized = raw.map(encode, batched=True, remove_columns=list(self.columns), num_proc=self.cfg.data.num_proc,
                             desc="tokenize into windows + label spans")

@@ -8,6 +8,16 @@ from __future__ import annotations
 import numpy as np
 
 
+def fit_questions(tokenizer, questions: list[str], max_length: int, stride: int) -> tuple[list[str], list[bool]]:
+    """(questions, which were cut): a question is cut at a token boundary where a window would leave its context
+    fewer than ``stride`` + 1 tokens (fast tokenizers refuse such a window: "stride must be strictly less than
+    max_len")."""
+    room = max_length - stride - tokenizer.num_special_tokens_to_add(pair=True) - 1
+    offsets = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    cut = [len(o) > room for o in offsets]
+    return [q[:o[room - 1][1]] if c else q for q, o, c in zip(questions, offsets, cut)], cut
+
+
 def windows(tokenizer, questions: list[str], contexts: list[str], max_length: int, stride: int,
             answers: list[dict] | None = None, token_types: bool | None = None) -> dict:
     """Features of (question, context) pairs: the question once, the context in windows of ``max_length`` tokens
@@ -19,6 +29,7 @@ def windows(tokenizer, questions: list[str], contexts: list[str], max_length: in
     context 1) or not; None: what the tokenizer returns by default."""
     pad_right = tokenizer.padding_side == "right"  # question first; left-padding tokenizers put the context first
     questions = [q.lstrip() for q in questions]  # leading spaces only waste window room (as run_qa does)
+    questions, _ = fit_questions(tokenizer, questions, max_length, stride)  # counted by the task's preprocess
     enc = tokenizer(questions if pad_right else contexts, contexts if pad_right else questions,
                     truncation="only_second" if pad_right else "only_first", max_length=max_length, stride=stride,
                     return_overflowing_tokens=True, return_offsets_mapping=True, return_token_type_ids=token_types,

@@ -15,7 +15,7 @@ from omegaconf import MISSING
 from pipeline.errors import ConfigError
 from pipeline.tasks import base, qa_common
 from pipeline.tasks.base import CUT, Task, batches
-from pipeline.tasks.qa_spans import best_spans, fit_questions, windows
+from pipeline.tasks.qa_spans import best_spans, windows
 
 
 @dataclass
@@ -132,10 +132,8 @@ class QaTask(qa_common.SplitsKept, Task):
 
         def encode(batch):
             feats = windows(tokenizer, batch["question"], batch["context"], max_len, stride, batch["answers"], types)
-            _, cut = fit_questions(tokenizer, [q.lstrip() for q in batch["question"]], max_len, stride)
-            first = [i == 0 or e != feats["example_id"][i - 1] for i, e in enumerate(feats["example_id"])]
-            feats[CUT + "max_length"] = [int(cut[e] and f) for e, f in zip(feats["example_id"], first)]
-            return feats  # questions too long for a window: cut, counted once per question (metrics.json)
+            feats[CUT + "max_length"] = feats.pop("question_cut")  # counted once per question (metrics.json)
+            return feats
 
         tokenized = raw.map(encode, batched=True, remove_columns=list(self.columns), num_proc=self.cfg.data.num_proc,
                             desc="tokenize into windows + label spans")

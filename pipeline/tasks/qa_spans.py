@@ -21,15 +21,16 @@ def fit_questions(tokenizer, questions: list[str], max_length: int, stride: int)
 def windows(tokenizer, questions: list[str], contexts: list[str], max_length: int, stride: int,
             answers: list[dict] | None = None, token_types: bool | None = None) -> dict:
     """Features of (question, context) pairs: the question once, the context in windows of ``max_length`` tokens
-    overlapping by ``stride`` tokens. Each feature keeps ``example_id`` (index of its pair) and ``offset_mapping``:
-    character offsets of its context tokens, None for every other token (question, special tokens). With
+    overlapping by ``stride`` tokens (a question too long for that is cut: ``fit_questions``; ``question_cut`` is
+    1 on the first window of such a question). Each feature keeps ``example_id`` (index of its pair) and
+    ``offset_mapping``: character offsets of its context tokens, None for every other token (question, special tokens). With
     ``answers`` (SQuAD ``{"text": [...], "answer_start": [...]}``; the first answer is the training target), also
     ``start_positions`` / ``end_positions``: the answer's first and last token in the window, or the CLS token's
     index in both when the window does not hold the whole answer. ``token_types``: return segment ids (question 0,
     context 1) or not; None: what the tokenizer returns by default."""
     pad_right = tokenizer.padding_side == "right"  # question first; left-padding tokenizers put the context first
     questions = [q.lstrip() for q in questions]  # leading spaces only waste window room (as run_qa does)
-    questions, _ = fit_questions(tokenizer, questions, max_length, stride)  # counted by the task's preprocess
+    questions, cut = fit_questions(tokenizer, questions, max_length, stride)
     enc = tokenizer(questions if pad_right else contexts, contexts if pad_right else questions,
                     truncation="only_second" if pad_right else "only_first", max_length=max_length, stride=stride,
                     return_overflowing_tokens=True, return_offsets_mapping=True, return_token_type_ids=token_types,
@@ -37,13 +38,14 @@ def windows(tokenizer, questions: list[str], contexts: list[str], max_length: in
     sample_map = enc.pop("overflow_to_sample_mapping")
     context_index = 1 if pad_right else 0
     features = {k: list(v) for k, v in enc.items() if k != "offset_mapping"}
-    features.update(example_id=[], offset_mapping=[])
+    features.update(example_id=[], offset_mapping=[], question_cut=[])
     if answers is not None:
         features.update(start_positions=[], end_positions=[])
     for i, offsets in enumerate(enc["offset_mapping"]):
         seq = enc.sequence_ids(i)
         ctx = [k for k, s in enumerate(seq) if s == context_index]
         features["example_id"].append(int(sample_map[i]))
+        features["question_cut"].append(int(cut[sample_map[i]] and (i == 0 or sample_map[i - 1] != sample_map[i])))
         features["offset_mapping"].append([list(o) if seq[k] == context_index else None
                                            for k, o in enumerate(offsets)])
         if answers is None:

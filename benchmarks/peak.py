@@ -98,7 +98,7 @@ def main(argv=None):
 
 def markdown(r: dict) -> str:
     cols = list(r["figures"])
-    lines = [f"# Matmul peak of this machine (torch.matmul, GFLOP/s)", "",
+    lines = ["# Matmul peak of this machine (torch.matmul, GFLOP/s)", "",
              f"`{r['command']}` — {r['cpu']}, {r['cpus']} CPUs, bf16 matrix units (AMX): {r['bf16_matrix_units']}, "
              f"torch {r['torch']}; load average at start {tuple(round(x, 1) for x in r['load_average_start'])}, "
              f"at end {tuple(round(x, 1) for x in r['load_average_end'])}. Best of the timed windows.", "",

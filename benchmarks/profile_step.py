@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 DATA = ROOT.parent / "shared" / "data"
 
-TASKS = {  # builder in baseline_trainer.py, data folder, recipe learning rate, default model
+TASKS = {  # builder in baseline_data.py, data folder, recipe learning rate, default model
     "ner": dict(data="conll2003", lr=2e-4, model=None),
     "summarization": dict(data="dialogsum", lr=3e-4, model="t5"),
     "generation": dict(data="tinyshakespeare", lr=5e-4, model="gpt2"),
@@ -158,6 +158,7 @@ def main(argv=None):
     import transformers
 
     import baseline_trainer as bt
+    from baseline_data import BUILDERS
     from pipeline import peaks
     from pipeline.flops import FlopPlan
     from pipeline.sampling import with_group_order
@@ -173,7 +174,7 @@ def main(argv=None):
     ns = bt.parse_args(["--task", args.task, "--model_dir", model_dir, "--data_dir", str(DATA / spec["data"]),
                         "--out", "/dev/null", "--max_train_samples", str(args.samples), "--source_prefix", "summarize: "])
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
-    model, train, collator = getattr(bt, args.task)(ns, tokenizer)
+    model, train, collator = BUILDERS[args.task](ns, tokenizer)
     if args.precision == "bf16-weights":
         model = model.to(torch.bfloat16)
     seq2seq = args.task == "summarization"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -31,16 +30,24 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import run as harness  # noqa: E402
+from evaluators import score  # noqa: E402
 from tasks import MEASURED, TASKS  # noqa: E402
 
 PLAN = {  # per task: training rows (None: all), checkpoint every N steps for the pipeline / the example script
-    "ner": dict(rows=None, every=(220, 660)),
+    "ner": dict(rows=2000, every=(100, 150), val_rows=1000),
     "summarization": dict(rows=2000, every=(16, 96)),
     "generation": dict(rows=None, every=(16, 24)),
+    "classification": dict(rows=2000, every=(16, 75)),
+    "qa": dict(rows=800, every=(20, 60), val_rows=300),
+    "translation": dict(rows=4000, every=(25, 150)),
 }
 
 
 SMOKE = dict(rows=64, every=(2, 6), val_rows=64)  # --smoke: checks the harness, measures nothing
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
 
 
 def splits_for(task: str, work: Path, dirs: dict, rows=None, val_rows=None) -> dict:
@@ -65,78 +72,6 @@ def splits_for(task: str, work: Path, dirs: dict, rows=None, val_rows=None) -> d
         raw[split].to_json(str(path), lines=True, force_ascii=False)
         out[split] = path
     return out
-
-
-# -- the evaluator ------------------------------------------------------------------------------------------------
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in open(path, encoding="utf-8")]
-
-
-def ner_f1(model_dir: Path, tokenizer, rows: list[dict]) -> float:
-    import torch
-    from seqeval.metrics import f1_score
-    from transformers import AutoModelForTokenClassification
-
-    model = AutoModelForTokenClassification.from_pretrained(model_dir).eval()
-    id2label = model.config.id2label
-    preds = []
-    with torch.no_grad():
-        for i in range(0, len(rows), 64):
-            batch = rows[i:i + 64]
-            enc = tokenizer([r["tokens"] for r in batch], is_split_into_words=True, truncation=True, max_length=512,
-                            padding=True, return_tensors="pt")
-            ids = model(**enc).logits.argmax(-1)
-            for j, r in enumerate(batch):
-                tags, seen = ["O"] * len(r["tokens"]), set()
-                for pos, wid in enumerate(enc.word_ids(j)):
-                    if wid is not None and wid not in seen:
-                        seen.add(wid)
-                        tags[wid] = id2label[int(ids[j, pos])]
-                preds.append(tags)
-    return float(f1_score([r["tags"] for r in rows], preds))
-
-
-def seq2seq_loss(model_dir: Path, tokenizer, rows: list[dict], prefix="summarize: ") -> float:
-    import torch
-    from transformers import AutoModelForSeq2SeqLM
-
-    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir).eval()
-    total = count = 0.0
-    with torch.no_grad():
-        for i in range(0, len(rows), 32):
-            batch = rows[i:i + 32]
-            enc = tokenizer([prefix + r["document"] for r in batch], max_length=512, truncation=True, padding=True,
-                            return_tensors="pt")
-            labels = tokenizer(text_target=[r["summary"] for r in batch], max_length=128, truncation=True,
-                               padding=True, return_tensors="pt")["input_ids"]
-            labels[labels == tokenizer.pad_token_id] = -100
-            logits = model(**enc, labels=labels).logits
-            total += float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum"))
-            count += int((labels != -100).sum())
-    return total / count
-
-
-def clm_loss(model_dir: Path, tokenizer, rows: list[dict], block=256) -> float:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from pipeline.tasks.generation import group_texts
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    ids = [x + [tokenizer.eos_token_id] for x in tokenizer([r["text"] for r in rows], add_special_tokens=False)["input_ids"]]
-    blocks = torch.tensor(group_texts(ids, block))
-    total = count = 0.0
-    with torch.no_grad():
-        for i in range(0, len(blocks), 16):
-            x = blocks[i:i + 16]
-            logits = model(input_ids=x).logits[:, :-1]
-            total += float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten(), reduction="sum"))
-            count += x[:, 1:].numel()
-    return total / count
-
-
-def score(task: str, model_dir: Path, tokenizer, rows) -> float:
-    return {"ner": ner_f1, "summarization": seq2seq_loss, "generation": clm_loss}[task](model_dir, tokenizer, rows)
 
 
 def curve(run_dir: Path, checkpoints: Path, final: Path, metrics: dict, task: str, tokenizer, rows) -> list[dict]:

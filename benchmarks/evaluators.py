@@ -3,7 +3,7 @@ scored by the same code on the same validation rows, whatever each side computed
 
   NER             seqeval entity F1 on the first sub-word of each word (as run_ner and the pipeline)
   classification  accuracy (label names from the model's id2label against the row's label)
-  qa              SQuAD F1 (0-100): windows of 384 tokens, stride 128 (run_qa's defaults), best span over the
+  qa              SQuAD F1 (0-1): windows of 384 tokens, stride 128 (run_qa's defaults), best span over the
                   windows of each question (pipeline/tasks/qa_spans.py, the run_qa post-processing), n-best 20,
                   answers up to 30 tokens
   seq2seq         token-weighted validation loss (the example scripts' eval metric): summarization source 512 /

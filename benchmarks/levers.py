@@ -3,6 +3,8 @@
 process, the variants alternate over the repetitions, ratios are per repetition against fp32 on 1 thread.
 
   flock /tmp/heavy.lock python benchmarks/levers.py --task ner --reps 3        # -> results/step-profile.md
+  python benchmarks/levers.py --variants fp32-t1 fp32-t2 autocast-t1 autocast-t2 --no-profile \
+      --out benchmarks/results/step-threads.md                                  # threads alone, on an idle machine
   python benchmarks/levers.py --summarize /tmp/finetune-bench/levers             # tables from finished runs
 """
 
@@ -36,9 +38,8 @@ LABELS = {"fp32-t1": "fp32, 1 thread (reference)", "autocast-t1": "bf16 autocast
 STEPS = {"default": ["--steps", "48", "--warmup", "12"], "compile": ["--steps", "72", "--warmup", "36"]}
 
 
-def run_all(task: str, reps: int, work: Path) -> None:
+def run_all(task: str, reps: int, work: Path, names: list[str], profile: bool = True) -> None:
     work.mkdir(parents=True, exist_ok=True)
-    names = list(VARIANTS)
     for rep in range(reps):
         shift = (rep * 3) % len(names)
         for name in names[shift:] + names[:shift]:
@@ -48,7 +49,7 @@ def run_all(task: str, reps: int, work: Path) -> None:
             with open(work / f"{name}-{rep}.log", "w") as log:
                 subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
             print(name, rep, flush=True)
-    for p in ("fp32", "autocast"):
+    for p in ("fp32", "autocast") if profile else ():
         cmd = [sys.executable, str(ROOT / "benchmarks" / "profile_step.py"), "--task", task, "--precision", p,
                "--threads", "1", "--steps", "24", "--warmup", "8", "--profile", "6", "--out", str(work / f"profile-{p}.json")]
         with open(work / f"profile-{p}.log", "w") as log:
@@ -112,12 +113,15 @@ def main(argv=None):
     p.add_argument("--task", default="ner")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--work", default="/tmp/finetune-bench/levers")
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
+                   help="a subset (keep fp32-t1: the reference of every ratio)")
+    p.add_argument("--no-profile", dest="profile", action="store_false", help="skip the torch.profiler breakdown")
     p.add_argument("--summarize", default=None, help="only write the tables from the runs in this folder")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "step-profile.md"))
     args = p.parse_args(argv)
     work = Path(args.summarize or args.work)
     if not args.summarize:
-        run_all(args.task, args.reps, work)
+        run_all(args.task, args.reps, work, args.variants, args.profile)
     text = summarize(work, Path(args.out).parent / "peak.json")
     Path(args.out).write_text(text + "\n")
     print(text)

@@ -38,7 +38,7 @@ PLAN = {  # per task: training rows (None: all), checkpoint every N steps for th
     "summarization": dict(rows=2000, every=(16, 96)),
     "generation": dict(rows=None, every=(16, 24)),
     "classification": dict(rows=2000, every=(16, 75)),
-    "qa": dict(rows=800, every=(20, 60), val_rows=300),
+    "qa": dict(rows=600, every=(16, 48), val_rows=300),
     "translation": dict(rows=4000, every=(25, 150)),
 }
 
@@ -145,7 +145,7 @@ def bench_task(task: str, compare: str, work: Path, environ: dict, dirs: dict, s
     curves = {k: curve(*v[:4], task, tokenizer, val) for k, v in sides.items()}
     higher = t.metric != "loss"
     target = curves[reference][-1]["metric"]
-    out = {"metric": "validation F1" if higher else "validation loss", "higher_is_better": higher, "target": target,
+    out = {"metric": {"f1": "validation F1", "accuracy": "validation accuracy"}.get(t.metric, "validation loss"), "higher_is_better": higher, "target": target,
            "curves": curves, "wall_seconds": {k: v[4] for k, v in sides.items()},
            "train_seconds": {k: v[3]["train_loop_seconds"] for k, v in sides.items()},
            "steps": {k: c[-1]["step"] for k, c in curves.items()},
@@ -165,13 +165,16 @@ def bench_task(task: str, compare: str, work: Path, environ: dict, dirs: dict, s
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# Time to quality ({result['compare']})", "",
-             f"`{result['command']}` — {result['cpus']} CPUs, {result['threads']} torch thread(s) per run, one run at "
-             f"a time; load average at start {tuple(round(x, 1) for x in result['load_average_start'])}, at end "
-             f"{tuple(round(x, 1) for x in result['load_average_end'])}; {result['seconds'] / 60:.0f} min. "
-             "Seconds are training-loop seconds (checkpoint saves left out); one run per side (no spread: a single "
-             "measurement each). Checkpoints are scored by one evaluator (benchmarks/quality.py), so a time to "
-             "reach a metric is the first checkpoint at or past it (an upper bound at the checkpoint spacing).", ""]
+    runs = result.get("runs") or [result]  # a --merge of several invocations lists each
+    lines = [f"# Time to quality ({result['compare']})", ""]
+    for r in runs:
+        lines += [f"`{r['command']}`: {r['cpus']} CPUs, {r['threads']} torch thread(s) per run, one run at a time in "
+                  f"this invocation; load average at start {tuple(round(x, 1) for x in r['load_average_start'])}, at "
+                  f"end {tuple(round(x, 1) for x in r['load_average_end'])}; {r['seconds'] / 60:.0f} min"
+                  f" ({', '.join(r['tasks'])}).", ""]
+    lines += ["Seconds are training-loop seconds (checkpoint saves left out); one run per side (no spread: a single "
+              "measurement each). Checkpoints are scored by one evaluator (benchmarks/evaluators.py), so a time to "
+              "reach a metric is the first checkpoint at or past it (an upper bound at the checkpoint spacing).", ""]
     for task, r in result["tasks"].items():
         lines += [f"## {TASKS[task].title}", ""]
         if "error" in r:
@@ -214,7 +217,21 @@ def main(argv=None):
     p.add_argument("--work", default="/tmp/finetune-bench")
     p.add_argument("--name", default=None, help="result file name (default: quality-<compare>)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--merge", nargs="*", default=None, metavar="JSON",
+                   help="only merge finished result files (one --compare) into --name's .json / .md")
     args = p.parse_args(argv)
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        merged = {"compare": parts[0]["compare"], "tasks": {}, "runs": []}
+        for part in parts:
+            merged["tasks"].update(part["tasks"])
+            merged["runs"].append({k: part[k] for k in ("command", "cpus", "threads", "load_average_start",
+                                                        "load_average_end", "seconds")} | {"tasks": list(part["tasks"])})
+        name = Path(args.out) / (args.name or f"quality-{merged['compare']}")
+        name.with_suffix(".json").write_text(json.dumps(merged, indent=1) + "\n")
+        name.with_suffix(".md").write_text(markdown(merged) + "\n")
+        print(markdown(merged))
+        return
     harness.DATA = Path(args.data).resolve()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

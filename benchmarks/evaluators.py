@@ -8,7 +8,8 @@ scored by the same code on the same validation rows, whatever each side computed
                   answers up to 30 tokens
   seq2seq         token-weighted validation loss (the example scripts' eval metric): summarization source 512 /
                   target 128 tokens, translation 128 / 128 with T5's "translate English to German: " prefix
-  causal LM       token-weighted validation loss over the validation text in blocks of 256
+  causal LM       token-weighted validation loss: each validation document alone from position 0 (default), or
+                  (--clm-eval blocks) the validation text joined and cut into blocks of 256 (run_clm's eval)
 """
 
 from __future__ import annotations
@@ -62,22 +63,35 @@ def seq2seq_loss(model_dir: Path, tokenizer, rows: list[dict], source="document"
     return total / count
 
 
+CLM_EVAL = {"mode": "documents"}  # quality.py --clm-eval
+
+
 def clm_loss(model_dir: Path, tokenizer, rows: list[dict], block=256) -> float:
+    """Token-weighted loss of next-token prediction. ``documents``: every row alone from position 0 (cut at
+    ``block``), how a model is prompted; ``blocks``: the rows joined with EOS and cut into full blocks, run_clm's
+    eval, which favours a model trained on such blocks over one trained on packed documents whose positions restart
+    per document (the pipeline's packing): it never saw a document continue past position ~100."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from pipeline.tasks.generation import group_texts
-
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     ids = [x + [tokenizer.eos_token_id] for x in tokenizer([r["text"] for r in rows], add_special_tokens=False)["input_ids"]]
-    blocks = torch.tensor(group_texts(ids, block))
+    if CLM_EVAL["mode"] == "blocks":
+        flat = [t for x in ids for t in x]  # run_clm's join-and-cut: full blocks, the remainder dropped
+        ids = [flat[i:i + block] for i in range(0, len(flat) // block * block, block)]
+    else:
+        ids = sorted((x[:block] for x in ids), key=len)  # similar lengths per batch: little padding
     total = count = 0.0
     with torch.no_grad():
-        for i in range(0, len(blocks), 16):
-            x = blocks[i:i + 16]
-            logits = model(input_ids=x).logits[:, :-1]
-            total += float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten(), reduction="sum"))
-            count += x[:, 1:].numel()
+        for i in range(0, len(ids), 16):
+            batch = ids[i:i + 16]
+            width = max(len(x) for x in batch)
+            x = torch.tensor([row + [0] * (width - len(row)) for row in batch])
+            mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in batch])
+            logits = model(input_ids=x, attention_mask=mask).logits[:, :-1]
+            labels = x[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+            total += float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum"))
+            count += int((labels != -100).sum())
     return total / count
 
 

@@ -92,13 +92,33 @@ def curve(run_dir: Path, checkpoints: Path, final: Path, metrics: dict, task: st
     return points
 
 
+def at_time(points: list[dict], t: float) -> float | None:
+    """The metric at ``t`` training seconds, linear between checkpoints (None before the first one)."""
+    for a, b in zip(points, points[1:]):
+        if a["train_seconds"] <= t <= b["train_seconds"]:
+            w = (t - a["train_seconds"]) / max(b["train_seconds"] - a["train_seconds"], 1e-9)
+            return a["metric"] + w * (b["metric"] - a["metric"])
+    return points[-1]["metric"] if points and abs(points[-1]["train_seconds"] - t) < 1e-6 else None
+
+
 def first_reaching(points: list[dict], target: float, higher: bool) -> dict | None:
     return next((p for p in points if (p["metric"] >= target if higher else p["metric"] <= target)), None)
 
 
-def run_side(label: str, cmd: list[str], work: Path, environ: dict) -> float:
+REUSE = False  # --reuse: a side whose metrics.json exists is not trained again (an interrupted invocation resumes)
+
+
+def run_side(label: str, cmd: list[str], work: Path, environ: dict, done: Path) -> float | None:
+    """Train one side; its wall seconds (also saved beside ``done``, its metrics.json)."""
+    wall_file = done.parent / "wall_seconds.txt"
+    if REUSE and done.is_file():
+        print(f"  {label}: reused {done}", flush=True)
+        return float(wall_file.read_text()) if wall_file.is_file() else None
     print(f"  {label}: {' '.join(cmd[:6])} ...", flush=True)
-    return harness.timed(cmd, environ, work / f"{label}.log")
+    wall = harness.timed(cmd, environ, work / f"{label}.log")
+    done.parent.mkdir(parents=True, exist_ok=True)
+    wall_file.write_text(f"{wall}\n")
+    return wall
 
 
 def bench_task(task: str, compare: str, work: Path, environ: dict, dirs: dict, smoke: bool = False) -> dict:
@@ -121,7 +141,7 @@ def bench_task(task: str, compare: str, work: Path, environ: dict, dirs: dict, s
     sides = {}
     if compare == "examples":
         d = work / "pipeline"
-        wall = run_side("pipeline", pipe(d), work, environ)
+        wall = run_side("pipeline", pipe(d), work, environ, d / "metrics.json")
         sides["pipeline"] = (d, d / "checkpoints", d / "model", json.loads((d / "metrics.json").read_text()), wall)
         d = work / "examples"
         flags = list(t.examples) + ["--max_steps", "-1", "--save_steps", str(every_ex), "--logging_steps", str(every_ex),
@@ -132,20 +152,24 @@ def bench_task(task: str, compare: str, work: Path, environ: dict, dirs: dict, s
             flags += ["--max_train_samples", str(plan["rows"])]
         cmd = [sys.executable, str(ROOT / "benchmarks" / "baseline_trainer.py"), *t.fill(t.data_args, harness.DATA, dirs), *flags]
         d.mkdir(parents=True, exist_ok=True)
-        wall = run_side("examples", cmd, work, environ)
+        wall = run_side("examples", cmd, work, environ, d / "metrics.json")
         sides["examples"] = (d, d / "metrics" / "checkpoints", d / "metrics" / "model",
                              json.loads((d / "metrics.json").read_text()), wall)
         reference, other = "examples", "pipeline"
     else:
         for p in ("fp32", "bf16"):
             d = work / p
-            wall = run_side(p, pipe(d, [f"trainer.bf16={'true' if p == 'bf16' else 'false'}"]), work, environ)
+            wall = run_side(p, pipe(d, [f"trainer.bf16={'true' if p == 'bf16' else 'false'}"]), work, environ,
+                            d / "metrics.json")
             sides[p] = (d, d / "checkpoints", d / "model", json.loads((d / "metrics.json").read_text()), wall)
         reference, other = "fp32", "bf16"
     curves = {k: curve(*v[:4], task, tokenizer, val) for k, v in sides.items()}
     higher = t.metric != "loss"
     target = curves[reference][-1]["metric"]
-    out = {"metric": {"f1": "validation F1", "accuracy": "validation accuracy"}.get(t.metric, "validation loss"), "higher_is_better": higher, "target": target,
+    from evaluators import CLM_EVAL
+
+    label = {"f1": "validation F1", "accuracy": "validation accuracy"}.get(t.metric, "validation loss")
+    out = {"metric": label + (f" ({CLM_EVAL['mode']})" if task == "generation" else ""), "higher_is_better": higher, "target": target,
            "curves": curves, "wall_seconds": {k: v[4] for k, v in sides.items()},
            "train_seconds": {k: v[3]["train_loop_seconds"] for k, v in sides.items()},
            "steps": {k: c[-1]["step"] for k, c in curves.items()},
@@ -159,6 +183,8 @@ def bench_task(task: str, compare: str, work: Path, environ: dict, dirs: dict, s
     if hit_other:
         out["speedup_to_reference_final"] = out["train_seconds"][reference] / hit_other["train_seconds"]
     out["final_metric"] = {k: c[-1]["metric"] for k, c in curves.items()}
+    shorter = min(c[-1]["train_seconds"] for c in curves.values())  # both sides at the shorter run's end
+    out["equal_time"] = {"train_seconds": shorter, **{k: at_time(c, shorter) for k, c in curves.items()}}
     for k, c in curves.items():
         print(f"  {k}: " + ", ".join(f"{p['train_seconds']:.0f}s {p['metric']:.4f}" for p in c), flush=True)
     return out
@@ -188,13 +214,17 @@ def markdown(result: dict) -> str:
             mfu = r["mfu"].get(k)
             lines.append(f"| {k} | {r['steps'][k]} | {r['train_seconds'][k]:.0f} | {r['tokens_per_second'][k]:.0f} | "
                          f"{'-' if mfu is None else f'{mfu:.3f}'} | {r['compute_dtype'][k]} | {fmt(r['final_metric'][k])} | "
-                         f"{r['wall_seconds'][k]:.0f} |")
+                         f"{'-' if r['wall_seconds'][k] is None else round(r['wall_seconds'][k])} |")
         reached = (f"{oth} reached it after {r['other_reached_s']:.0f} s: "
                    f"**{r['speedup_to_reference_final']:.1f}x** less training time than {ref}'s full run"
                    if r["other_reached_s"] is not None else f"{oth} never reached it (best "
                    f"{fmt(max(p['metric'] for p in r['curves'][oth]) if r['higher_is_better'] else min(p['metric'] for p in r['curves'][oth]))})")
+        eq = r.get("equal_time") or {}
+        level = (f" At equal training time ({eq['train_seconds']:.0f} s, the shorter run's end; linear between "
+                 "checkpoints): " + ", ".join(f"{k} {'-' if eq.get(k) is None else fmt(eq[k])}" for k in (oth, ref)) + "."
+                 if eq else "")
         lines += ["", f"Target: {ref}'s final {r['metric']} {fmt(r['target'])} after {r['train_seconds'][ref]:.0f} s "
-                  f"(its own first checkpoint at that level: {r['reference_first_reached_s']:.0f} s); {reached}.", "",
+                  f"(its own first checkpoint at that level: {r['reference_first_reached_s']:.0f} s); {reached}.{level}", "",
                   "Curves (train s: metric): " + "; ".join(
                       f"{k}: " + ", ".join(f"{p['train_seconds']:.0f}: {fmt(p['metric'])}" for p in c)
                       for k, c in r["curves"].items()), ""]
@@ -217,6 +247,10 @@ def main(argv=None):
     p.add_argument("--work", default="/tmp/finetune-bench")
     p.add_argument("--name", default=None, help="result file name (default: quality-<compare>)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--clm-eval", default="documents", choices=["documents", "blocks"],
+                   help="causal LM validation loss: each document alone, or joined blocks of 256 (run_clm's)")
+    p.add_argument("--reuse", action="store_true", help="a side already trained in --work (its metrics.json) is only "
+                   "scored again")
     p.add_argument("--merge", nargs="*", default=None, metavar="JSON",
                    help="only merge finished result files (one --compare) into --name's .json / .md")
     args = p.parse_args(argv)
@@ -233,6 +267,11 @@ def main(argv=None):
         print(markdown(merged))
         return
     harness.DATA = Path(args.data).resolve()
+    global REUSE
+    REUSE = args.reuse
+    from evaluators import CLM_EVAL
+
+    CLM_EVAL["mode"] = args.clm_eval
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     environ = harness.env(work, args.threads)
@@ -242,6 +281,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     t0 = time.time()
     result = {"compare": args.compare, "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:]),
+              "clm_eval": args.clm_eval,
               "cpus": os.cpu_count(), "threads": args.threads, "load_average_start": os.getloadavg(), "tasks": {}}
     from peak import seed_cache
 

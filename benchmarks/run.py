@@ -45,7 +45,7 @@ from tasks import MEASURED, TASKS  # noqa: E402
 
 MODES = {  # per task: (first N training rows or None, optimizer steps at the recipe's batch)
     "quick": dict(reps=5, startup_reps=5, ner=(2000, 16), summarization=(600, 8), generation=(None, 12),
-                  classification=(2000, 16), qa=(800, 8), translation=(4000, 16),
+                  classification=(2000, 16), qa=(800, 4), translation=(4000, 16),
                   memory_reps=2, memory=(3, 1, 128), cache_rows=(14041, 3000)),
     "smoke": dict(reps=1, startup_reps=1, ner=(64, 2), summarization=(32, 2), generation=(None, 2),
                   classification=(64, 2), qa=(32, 2), translation=(64, 2),

@@ -216,13 +216,18 @@ def markdown(result: dict) -> str:
                          f"{'-' if mfu is None else f'{mfu:.3f}'} | {r['compute_dtype'][k]} | {fmt(r['final_metric'][k])} | "
                          f"{'-' if r['wall_seconds'][k] is None else round(r['wall_seconds'][k])} |")
         reached = (f"{oth} reached it after {r['other_reached_s']:.0f} s: "
-                   f"**{r['speedup_to_reference_final']:.1f}x** less training time than {ref}'s full run"
-                   if r["other_reached_s"] is not None else f"{oth} never reached it (best "
+                   f"**{r['speedup_to_reference_final']:.1f}x** less training time than {ref}'s full run, "
+                   f"{r['reference_first_reached_s'] / r['other_reached_s']:.1f}x less than {ref}'s first checkpoint "
+                   "at that level" if r["other_reached_s"] is not None else f"{oth} never reached it (best "
                    f"{fmt(max(p['metric'] for p in r['curves'][oth]) if r['higher_is_better'] else min(p['metric'] for p in r['curves'][oth]))})")
         eq = r.get("equal_time") or {}
         level = (f" At equal training time ({eq['train_seconds']:.0f} s, the shorter run's end; linear between "
                  "checkpoints): " + ", ".join(f"{k} {'-' if eq.get(k) is None else fmt(eq[k])}" for k in (oth, ref)) + "."
                  if eq else "")
+        if r["steps"][ref] == r["steps"][oth]:  # same schedule (--compare precision): the delta at equal steps
+            d = r["final_metric"][oth] - r["final_metric"][ref]
+            level += (f" At equal steps ({r['steps'][ref]}): {oth} − {ref} = {d:+.4f}; training time {ref} / {oth} = "
+                      f"{r['train_seconds'][ref] / r['train_seconds'][oth]:.2f}x (one run each).")
         lines += ["", f"Target: {ref}'s final {r['metric']} {fmt(r['target'])} after {r['train_seconds'][ref]:.0f} s "
                   f"(its own first checkpoint at that level: {r['reference_first_reached_s']:.0f} s); {reached}.{level}", "",
                   "Curves (train s: metric): " + "; ".join(

@@ -1,5 +1,6 @@
 """A plain transformers Trainer script (the style of the transformers examples run_ner / run_summarization /
-run_clm), the baseline the pipeline is measured against by benchmarks/run.py and benchmarks/quality.py.
+run_translation / run_glue / run_qa / run_clm), the baseline the pipeline is measured against by benchmarks/run.py
+and benchmarks/quality.py. Each task's preprocessing is in benchmarks/baseline_data.py.
 
   --padding max_length   naive: every example padded to the maximum length in preprocessing, default_data_collator,
                          random sampler (the examples' --pad_to_max_length path); causal LM: one padded example per

@@ -5,9 +5,7 @@ run_translation, run_glue, run_qa, run_clm), returning (model, tokenised train s
 from __future__ import annotations
 
 import os
-import sys
 import time
-from pathlib import Path
 
 TIMES = {}  # "tokenize": seconds of the train split's map
 TEST = {}  # classification --eval_test: the tokenised test split
@@ -130,7 +128,6 @@ def qa(args, tokenizer):
     import datasets
     from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, default_data_collator
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from pipeline.tasks.qa_spans import windows
 
     raw = datasets.load_dataset("json", data_files={"train": os.path.join(args.data_dir, "train.jsonl")})["train"]

@@ -35,6 +35,7 @@ from pathlib import Path
 
 T_START = time.time()
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # pipeline: the shared token meter, sampling order and QA windows
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from baseline_data import BUILDERS, TEST, TIMES  # noqa: E402
@@ -102,7 +103,6 @@ def main(argv=None):
         report_to="none", eval_strategy="no", disable_tqdm=True, dataloader_pin_memory=False,
         logging_nan_inf_filter=False, train_sampling_strategy=sampling, bf16=args.bf16,
         use_cpu=args.bf16 and not torch.cuda.is_available(), **saving)
-    sys.path.insert(0, str(ROOT))
     from pipeline import throughput  # the same token counter as the pipeline: same figures, same way
     from pipeline.sampling import with_group_order  # the pipeline's batch order (shuffled length groups)
 

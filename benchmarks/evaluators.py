@@ -63,10 +63,7 @@ def seq2seq_loss(model_dir: Path, tokenizer, rows: list[dict], source="document"
     return total / count
 
 
-CLM_EVAL = {"mode": "documents"}  # quality.py --clm-eval
-
-
-def clm_loss(model_dir: Path, tokenizer, rows: list[dict], block=256) -> float:
+def clm_loss(model_dir: Path, tokenizer, rows: list[dict], block=256, mode="documents") -> float:
     """Token-weighted loss of next-token prediction. ``documents``: every row alone from position 0 (cut at
     ``block``), how a model is prompted; ``blocks``: the rows joined with EOS and cut into full blocks, run_clm's
     eval, which favours a model trained on such blocks over one trained on packed documents whose positions restart
@@ -76,7 +73,7 @@ def clm_loss(model_dir: Path, tokenizer, rows: list[dict], block=256) -> float:
 
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     ids = [x + [tokenizer.eos_token_id] for x in tokenizer([r["text"] for r in rows], add_special_tokens=False)["input_ids"]]
-    if CLM_EVAL["mode"] == "blocks":
+    if mode == "blocks":
         flat = [t for x in ids for t in x]  # run_clm's join-and-cut: full blocks, the remainder dropped
         ids = [flat[i:i + block] for i in range(0, len(flat) // block * block, block)]
     else:
@@ -144,5 +141,6 @@ SCORERS = {
 }
 
 
-def score(task: str, model_dir: Path, tokenizer, rows: list[dict]) -> float:
-    return SCORERS[task](model_dir, tokenizer, rows)
+def scorer(task: str, clm_eval: str = "documents"):
+    """``(model_dir, tokenizer, rows) -> metric`` of ``task``; ``clm_eval``: the causal-LM loss mode (clm_loss)."""
+    return partial(clm_loss, mode=clm_eval) if task == "generation" else SCORERS[task]

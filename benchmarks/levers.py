@@ -109,11 +109,13 @@ def summarize(work: Path, peak_json: Path) -> str:
 
 
 def main(argv=None):
+    from run import positive_int
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="ner")
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--reps", type=positive_int, default=3)
     p.add_argument("--work", default="/tmp/finetune-bench/levers")
-    p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
                    help="a subset (keep fp32-t1: the reference of every ratio)")
     p.add_argument("--no-profile", dest="profile", action="store_false", help="skip the torch.profiler breakdown")
     p.add_argument("--summarize", default=None, help="only write the tables from the runs in this folder")

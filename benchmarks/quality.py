@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import run as harness  # noqa: E402
-from evaluators import score  # noqa: E402
+from evaluators import scorer  # noqa: E402
 from tasks import MEASURED, TASKS  # noqa: E402
 
 PLAN = {  # per task: training rows (None: all), checkpoint every N steps for the pipeline / the example script
@@ -74,7 +74,7 @@ def splits_for(task: str, work: Path, dirs: dict, rows=None, val_rows=None) -> d
     return out
 
 
-def curve(run_dir: Path, checkpoints: Path, final: Path, metrics: dict, task: str, tokenizer, rows) -> list[dict]:
+def curve(run_dir: Path, checkpoints: Path, final: Path, metrics: dict, score, tokenizer, rows) -> list[dict]:
     """[(step, train_seconds, metric)] over the checkpoints and the final model of one run."""
     points = []
     for ckpt in sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
@@ -84,11 +84,11 @@ def curve(run_dir: Path, checkpoints: Path, final: Path, metrics: dict, task: st
         if row is None:  # a save without a log row (the Trainer's save at the last step): the final model has it
             continue
         points.append({"step": state["global_step"], "train_seconds": row["train_seconds"],
-                       "metric": score(task, ckpt, tokenizer, rows)})
+                       "metric": score(ckpt, tokenizer, rows)})
     history = run_dir / "log_history.json"  # the pipeline's; the plain script writes global_step
     steps = metrics.get("global_step") or max(r.get("step", 0) for r in json.loads(history.read_text()))
     if not points or points[-1]["step"] < steps:
-        points.append({"step": steps, "train_seconds": metrics["train_loop_seconds"], "metric": score(task, final, tokenizer, rows)})
+        points.append({"step": steps, "train_seconds": metrics["train_loop_seconds"], "metric": score(final, tokenizer, rows)})
     return points
 
 
@@ -105,13 +105,11 @@ def first_reaching(points: list[dict], target: float, higher: bool) -> dict | No
     return next((p for p in points if (p["metric"] >= target if higher else p["metric"] <= target)), None)
 
 
-REUSE = False  # --reuse: a side whose metrics.json exists is not trained again (an interrupted invocation resumes)
-
-
-def run_side(label: str, cmd: list[str], work: Path, environ: dict, done: Path) -> float | None:
-    """Train one side; its wall seconds (also saved beside ``done``, its metrics.json)."""
+def run_side(label: str, cmd: list[str], work: Path, environ: dict, done: Path, reuse: bool) -> float | None:
+    """Train one side; its wall seconds (also saved beside ``done``, its metrics.json). ``reuse``: a side whose
+    metrics.json exists is not trained again (an interrupted invocation resumes)."""
     wall_file = done.parent / "wall_seconds.txt"
-    if REUSE and done.is_file():
+    if reuse and done.is_file():
         print(f"  {label}: reused {done}", flush=True)
         return float(wall_file.read_text()) if wall_file.is_file() else None
     print(f"  {label}: {' '.join(cmd[:6])} ...", flush=True)
@@ -121,7 +119,8 @@ def run_side(label: str, cmd: list[str], work: Path, environ: dict, done: Path) 
     return wall
 
 
-def bench_task(task: str, compare: str, work: Path, environ: dict, dirs: dict, smoke: bool = False) -> dict:
+def bench_task(task: str, compare: str, work: Path, environ: dict, dirs: dict, smoke: bool = False,
+               reuse: bool = False, clm_eval: str = "documents") -> dict:
     import transformers
 
     t, plan = TASKS[task], (SMOKE if smoke else PLAN[task])
@@ -141,7 +140,7 @@ def bench_task(task: str, compare: str, work: Path, environ: dict, dirs: dict, s
     sides = {}
     if compare == "examples":
         d = work / "pipeline"
-        wall = run_side("pipeline", pipe(d), work, environ, d / "metrics.json")
+        wall = run_side("pipeline", pipe(d), work, environ, d / "metrics.json", reuse)
         sides["pipeline"] = (d, d / "checkpoints", d / "model", json.loads((d / "metrics.json").read_text()), wall)
         d = work / "examples"
         flags = list(t.examples) + ["--max_steps", "-1", "--save_steps", str(every_ex), "--logging_steps", str(every_ex),
@@ -152,7 +151,7 @@ def bench_task(task: str, compare: str, work: Path, environ: dict, dirs: dict, s
             flags += ["--max_train_samples", str(plan["rows"])]
         cmd = [sys.executable, str(ROOT / "benchmarks" / "baseline_trainer.py"), *t.fill(t.data_args, harness.DATA, dirs), *flags]
         d.mkdir(parents=True, exist_ok=True)
-        wall = run_side("examples", cmd, work, environ, d / "metrics.json")
+        wall = run_side("examples", cmd, work, environ, d / "metrics.json", reuse)
         sides["examples"] = (d, d / "metrics" / "checkpoints", d / "metrics" / "model",
                              json.loads((d / "metrics.json").read_text()), wall)
         reference, other = "examples", "pipeline"
@@ -160,16 +159,14 @@ def bench_task(task: str, compare: str, work: Path, environ: dict, dirs: dict, s
         for p in ("fp32", "bf16"):
             d = work / p
             wall = run_side(p, pipe(d, [f"trainer.bf16={'true' if p == 'bf16' else 'false'}"]), work, environ,
-                            d / "metrics.json")
+                            d / "metrics.json", reuse)
             sides[p] = (d, d / "checkpoints", d / "model", json.loads((d / "metrics.json").read_text()), wall)
         reference, other = "fp32", "bf16"
-    curves = {k: curve(*v[:4], task, tokenizer, val) for k, v in sides.items()}
+    curves = {k: curve(*v[:4], scorer(task, clm_eval), tokenizer, val) for k, v in sides.items()}
     higher = t.metric != "loss"
     target = curves[reference][-1]["metric"]
-    from evaluators import CLM_EVAL
-
     label = {"f1": "validation F1", "accuracy": "validation accuracy"}.get(t.metric, "validation loss")
-    out = {"metric": label + (f" ({CLM_EVAL['mode']})" if task == "generation" else ""), "higher_is_better": higher, "target": target,
+    out = {"metric": label + (f" ({clm_eval})" if task == "generation" else ""), "higher_is_better": higher, "target": target,
            "curves": curves, "wall_seconds": {k: v[4] for k, v in sides.items()},
            "train_seconds": {k: v[3]["train_loop_seconds"] for k, v in sides.items()},
            "steps": {k: c[-1]["step"] for k, c in curves.items()},
@@ -242,21 +239,21 @@ def markdown(result: dict) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--compare", choices=["examples", "precision"], default="examples")
-    p.add_argument("--tasks", nargs="*", default=MEASURED, choices=MEASURED)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tasks", nargs="+", default=MEASURED, choices=MEASURED)
+    p.add_argument("--threads", type=harness.positive_int, default=1)
     p.add_argument("--smoke", action="store_true", help="64 rows, checkpoints every few steps: checks the harness")
     p.add_argument("--score", nargs="*", default=None, metavar="MODEL_DIR",
                    help="only score these model directories on --split of the first --tasks task, print JSON")
     p.add_argument("--split", default="test", choices=["validation", "test"])
     p.add_argument("--data", default=str(harness.DATA))
     p.add_argument("--work", default="/tmp/finetune-bench")
-    p.add_argument("--name", default=None, help="result file name (default: quality-<compare>)")
+    p.add_argument("--name", default=None, help="result file name (default: quality-<compare>, -smoke with --smoke)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--clm-eval", default="documents", choices=["documents", "blocks"],
                    help="causal LM validation loss: each document alone, or joined blocks of 256 (run_clm's)")
     p.add_argument("--reuse", action="store_true", help="a side already trained in --work (its metrics.json) is only "
                    "scored again")
-    p.add_argument("--merge", nargs="*", default=None, metavar="JSON",
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="only merge finished result files (one --compare) into --name's .json / .md")
     args = p.parse_args(argv)
     if args.merge:
@@ -272,11 +269,9 @@ def main(argv=None):
         print(markdown(merged))
         return
     harness.DATA = Path(args.data).resolve()
-    global REUSE
-    REUSE = args.reuse
-    from evaluators import CLM_EVAL
-
-    CLM_EVAL["mode"] = args.clm_eval
+    if not harness.DATA.is_dir():
+        p.error(f"--data {args.data}: no such folder (it holds conll2003/ sst2/ squad/ dialogsum/ multi30k/ "
+                "tinyshakespeare/, see ../shared/data/README.md)")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     environ = harness.env(work, args.threads)
@@ -298,13 +293,14 @@ def main(argv=None):
         task = args.tasks[0]
         rows = _rows(splits_for(task, work / "score", dirs)[args.split])
         tokenizer = transformers.AutoTokenizer.from_pretrained(dirs[TASKS[task].model])
-        print(json.dumps({d: score(task, Path(d), tokenizer, rows) for d in args.score}, indent=1))
+        print(json.dumps({d: scorer(task, args.clm_eval)(Path(d), tokenizer, rows) for d in args.score}, indent=1))
         return
-    name = Path(args.out) / (args.name or f"quality-{args.compare}")
+    name = Path(args.out) / (args.name or f"quality-{args.compare}" + ("-smoke" if args.smoke else ""))
     for task in args.tasks:
         print(f"quality {task}", flush=True)
         try:
-            result["tasks"][task] = bench_task(task, args.compare, work, environ, dirs, args.smoke)
+            result["tasks"][task] = bench_task(task, args.compare, work, environ, dirs, args.smoke, args.reuse,
+                                                args.clm_eval)
         except (Exception, SystemExit) as e:
             print(f"{task} failed: {e}", flush=True)
             result["tasks"][task] = {"error": str(e)[-2000:]}

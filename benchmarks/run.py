@@ -70,6 +70,19 @@ SHORT = ["do_eval=false", "num_samples=0", "seed=0", "trainer.save_strategy=no",
          "trainer.report_to=none", "trainer.disable_tqdm=true"]  # a recipe cut short: training only, nothing saved
 
 
+def positive_int(text: str) -> int:
+    """argparse type of counts (threads, repetitions): a whole number of at least 1, or one clear error line."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def env(work: Path, threads: int, cache: Path | None = None) -> dict:
     e = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1",
          "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
@@ -227,7 +240,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="few steps and repetitions (~10 min on 2 cores)")
     p.add_argument("--smoke", action="store_true", help="one tiny repetition of everything: checks the harness")
     p.add_argument("--data", default=str(DATA), help="folder holding conll2003/ dialogsum/ tinyshakespeare/")
-    p.add_argument("--threads", type=int, default=1, help="torch / OpenMP threads of every run (same for all)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch / OpenMP threads of every run (same for all)")
     p.add_argument("--work", default="/tmp/finetune-bench", help="scratch folder (models, run dirs, caches)")
     p.add_argument("--only", nargs="*", default=["startup", "throughput", "precision", "threads", "cache", "memory"])
     p.add_argument("--tasks", nargs="*", default=MEASURED, choices=MEASURED, help="tasks of the per-task sections")
@@ -235,6 +248,9 @@ def main(argv=None):
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
     DATA = Path(args.data).resolve()
+    if not DATA.is_dir():
+        p.error(f"--data {args.data}: no such folder (it holds conll2003/ dialogsum/ tinyshakespeare/ ..., see "
+                "../shared/data/README.md)")
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     cfg, work = {**MODES[mode], "tasks": args.tasks}, Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -8,11 +8,11 @@ and benchmarks/quality.py. Each task's preprocessing is in benchmarks/baseline_d
   --padding dynamic      dynamic padding per batch (the collators); causal LM: packed full blocks
   --sampling             group_by_length (the pipeline's: similar lengths per batch) or random (the examples')
   --group_order          with group_by_length: sorted (transformers' order) or shuffled (the pipeline's default,
-                         pipeline/sampling.py), seeded by (seed, epoch) as in the pipeline (pipeline.guards.
+                         pipeline/training/sampling.py), seeded by (seed, epoch) as in the pipeline (pipeline.guards.
                          EpochSeededOrder), so both sides train on the same batches
 
 benchmarks/tasks.py holds the flags of each variant (the pipeline's settings; the example scripts' defaults). Tokens
-are counted by the same forward pre-hook as the pipeline (pipeline/throughput.py), so both sides report the same
+are counted by the same forward pre-hook as the pipeline (pipeline/training/throughput.py), so both sides report the same
 figures computed the same way. Writes one JSON file (--out) with the Trainer's train metrics + those counts + the
 log history (with training seconds per row; checkpoints for time-to-quality with --save_steps).
 
@@ -103,8 +103,8 @@ def main(argv=None):
         report_to="none", eval_strategy="no", disable_tqdm=True, dataloader_pin_memory=False,
         logging_nan_inf_filter=False, train_sampling_strategy=sampling, bf16=args.bf16,
         use_cpu=args.bf16 and not torch.cuda.is_available(), **saving)
-    from pipeline import throughput  # the same token counter as the pipeline: same figures, same way
-    from pipeline.sampling import with_group_order  # the pipeline's batch order (shuffled length groups)
+    from pipeline.training import throughput  # the same token counter as the pipeline: same figures, same way
+    from pipeline.training.sampling import with_group_order  # the pipeline's batch order (shuffled length groups)
 
     trainer_class = with_group_order(trainer_class, args.group_order)
     trainer = trainer_class(model=model, args=training_args, train_dataset=train, data_collator=collator,
@@ -112,7 +112,7 @@ def main(argv=None):
 
     throughput.attach(trainer)
     if training_args.train_sampling_strategy == "group_by_length":
-        from pipeline.guards import EpochSeededOrder  # the pipeline's batch order: length groups seeded by (seed, epoch)
+        from pipeline.training.guards import EpochSeededOrder  # the pipeline's batch order: length groups seeded by (seed, epoch)
 
         trainer.add_callback(EpochSeededOrder())
     metrics = dict(trainer.train().metrics)

@@ -5,7 +5,7 @@ shapes of the models the benchmarks train (MiniLM, the scratch T5 / GPT-2). The 
   flock /tmp/heavy.lock python benchmarks/peak.py --write-cache   # also refresh the pipeline's cached probe
 
 Every figure is the best of --reps timed windows (a busy machine only lowers a window, never raises it). The
-pipeline's own probe (pipeline/peaks.py) takes the best of the first two shapes; --write-cache stores those
+pipeline's own probe (pipeline/training/peaks.py) takes the best of the first two shapes; --write-cache stores those
 best-of-reps figures for the thread counts measured here. Also measured: bf16 with oneDNN capped below AMX
 (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16), what a CPU with avx512_bf16 but no AMX gets: the reason bf16=auto needs AMX.
 """
@@ -35,16 +35,16 @@ SHAPES = {  # name: (m, k, n), m = tokens of a batch
 
 
 def measure(dtype: str, threads: int, reps: int, seconds: float) -> dict:
-    from pipeline.peaks import measure_matmul
+    from pipeline.training.peaks import measure_matmul
 
     return {name: max(measure_matmul(dtype, threads, shapes=(shape,), seconds=seconds) for _ in range(reps))
             for name, shape in SHAPES.items()}
 
 
 def seed_cache(threads_list, reps: int = 3) -> dict:
-    """Best-of-``reps`` probes (pipeline/peaks.py's shapes) for fp32 and bf16 at each thread count, written to the
+    """Best-of-``reps`` probes (pipeline/training/peaks.py's shapes) for fp32 and bf16 at each thread count, written to the
     pipeline's cache under the current HF_HOME: the peak every later run of a benchmark reads."""
-    from pipeline import peaks
+    from pipeline.training import peaks
 
     values = {peaks.cpu_key(d, t): max(peaks.measure_matmul(d, t) for _ in range(reps))
               for t in threads_list for d in ("fp32", "bf16")}
@@ -54,7 +54,7 @@ def seed_cache(threads_list, reps: int = 3) -> dict:
 
 def capped_bf16(threads: int, seconds: float) -> float:
     """bf16 FLOP/s (square 2048) in a fresh process with oneDNN limited to AVX512_CORE_BF16 (no AMX)."""
-    code = ("import sys; sys.path.insert(0, %r); from pipeline.peaks import measure_matmul; "
+    code = ("import sys; sys.path.insert(0, %r); from pipeline.training.peaks import measure_matmul; "
             "print(measure_matmul('bf16', %d, shapes=((2048, 2048, 2048), (2048, 384, 1536)), seconds=%r))"
             % (str(ROOT), threads, seconds))
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}
@@ -72,7 +72,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     import torch
 
-    from pipeline import peaks, precision
+    from pipeline.training import peaks
+    from pipeline.training import precision
 
     t0 = time.time()
     result = {"command": "python benchmarks/peak.py " + " ".join(sys.argv[1:]), "cpu": precision.cpu_model(),
@@ -108,7 +109,7 @@ def markdown(r: dict) -> str:
     lines += ["", "bf16 with oneDNN capped below AMX (`ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`: an avx512_bf16 CPU "
               "without AMX), best of square 2048 and MiniLM FFN: " + ", ".join(
                   f"{v / 1e9:.0f} GFLOP/s on {t} thread(s)" for t, v in r["capped_bf16_no_amx"].items()) + ".", ""]
-    lines.append("The pipeline's CPU peak (pipeline/peaks.py) is the best of the first two rows for the run's dtype "
+    lines.append("The pipeline's CPU peak (pipeline/training/peaks.py) is the best of the first two rows for the run's dtype "
                  "and thread count.")
     return "\n".join(lines)
 

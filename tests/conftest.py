@@ -27,7 +27,7 @@ def _isolated_caches(tmp_path_factory):
     import torch
 
     torch.set_num_threads(1)
-    from pipeline import peaks
+    from pipeline.training import peaks
 
     # The MFU denominator of every run here: this CPU's matmul peak on one thread, probed once per test process and
     # cached whatever the load (runs would otherwise re-probe while a parallel worker keeps the load high).
@@ -39,7 +39,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from pipeline.cli import user_overrides
+    from pipeline.commands.app import user_overrides
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=user_overrides(overrides))
@@ -47,7 +47,7 @@ def compose(overrides: list[str]):
 
 def run_pipeline(overrides: list[str], run_dir: Path) -> dict:
     """Compose and run one job in this process (no Hydra run-dir handling): returns metrics."""
-    from pipeline.run import run
+    from pipeline.stages.run import run
 
     run_dir.mkdir(parents=True, exist_ok=True)
     return run(compose(overrides), run_dir)

@@ -22,7 +22,7 @@ SMOKE = ["debug=smoke", "trainer.report_to=none"]
 
 # -- atomic files -------------------------------------------------------------------------------------------------
 def test_publish_dir_swaps_whole_folders_and_json_is_written_aside(tmp_path):
-    from pipeline.paths import publish_dir, write_json_atomic
+    from pipeline.util.paths import publish_dir, write_json_atomic
 
     final = tmp_path / "model"
     final.mkdir()
@@ -41,7 +41,7 @@ def test_publish_dir_swaps_whole_folders_and_json_is_written_aside(tmp_path):
 # -- one run per directory ----------------------------------------------------------------------------------------
 HOLDER = """
 import sys, time
-from pipeline.lock import RunLock
+from pipeline.infra.rundir import RunLock
 with RunLock(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(120)
@@ -49,7 +49,7 @@ with RunLock(sys.argv[1]):
 
 
 def test_second_run_in_the_same_directory_is_refused_then_a_stale_lock_is_taken_over(tmp_path, caplog):
-    from pipeline.lock import RunLock, read_status
+    from pipeline.infra.rundir import RunLock, read_status
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -75,7 +75,7 @@ def test_second_run_in_the_same_directory_is_refused_then_a_stale_lock_is_taken_
 def test_sigterm_marks_the_run_failed_and_releases_the_lock(tmp_path):
     import os
 
-    from pipeline.lock import is_locked
+    from pipeline.infra.rundir import is_locked
     from test_resume import KILLER
 
     run_dir = tmp_path / "run"
@@ -92,10 +92,11 @@ def test_sigterm_marks_the_run_failed_and_releases_the_lock(tmp_path):
 
 # -- guards inside a real Trainer run -----------------------------------------------------------------------------
 def _setup(tmp_path, overrides=()):
-    from pipeline.run import Run, setup
+    """The stages before training, and the Trainer they lead to (tests add callbacks to it before training)."""
+    from pipeline.stages.run import Run, make_trainer, train_stage, until
 
-    r = Run(cfg=compose(SMOKE + list(overrides)), run_dir=tmp_path)
-    setup(r)
+    r = until(Run(cfg=compose(SMOKE + list(overrides)), run_dir=tmp_path), train_stage)
+    r.trainer = make_trainer(r)
     return r
 
 
@@ -111,9 +112,9 @@ class AtStep(TrainerCallback):
 def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     import torch
 
-    from pipeline.guards import TrainingError
-    from pipeline.resume import all_checkpoints, newest_complete
-    from pipeline.run import train_stage
+    from pipeline.training.guards import TrainingError
+    from pipeline.infra.resume import all_checkpoints, newest_complete
+    from pipeline.stages.run import train_stage
 
     r = _setup(tmp_path)  # 16 steps per epoch, checkpoint at each epoch end, loss logged every 4 steps
 
@@ -137,8 +138,8 @@ def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoi
 def test_out_of_memory_names_the_knobs(tmp_path):
     import torch
 
-    from pipeline.guards import user_error
-    from pipeline.run import train_stage
+    from pipeline.training.guards import user_error
+    from pipeline.stages.run import train_stage
 
     r = _setup(tmp_path)
 
@@ -158,9 +159,9 @@ def test_out_of_memory_names_the_knobs(tmp_path):
 def test_disk_full_while_saving_leaves_the_previous_checkpoint_intact(tmp_path):
     """checkpoint-16 saves; then a file-size limit makes every write fail (EFBIG, as a full disk fails with ENOSPC)
     while checkpoint-32 is being written."""
-    from pipeline import resume
-    from pipeline.guards import user_error
-    from pipeline.run import train_stage
+    from pipeline.infra import resume
+    from pipeline.training.guards import user_error
+    from pipeline.stages.run import train_stage
 
     r = _setup(tmp_path)
     old_limit, old_handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.getsignal(signal.SIGXFSZ)
@@ -189,7 +190,7 @@ def test_disk_full_while_saving_leaves_the_previous_checkpoint_intact(tmp_path):
 
 def test_trust_remote_code_is_off_and_pushes_are_private(tmp_path):
     from pipeline.tasks import get_task
-    from pipeline.train import training_args
+    from pipeline.training.trainer import training_args
 
     cfg = compose(SMOKE + ["+trainer.push_to_hub=true", "+trainer.hub_model_id=me/x"])
     assert cfg.model.trust_remote_code is False and cfg.model.allow_pickle_weights is False

@@ -18,7 +18,7 @@ PREPROCESS = """
 import json, sys, time
 sys.path.insert(0, "tests")
 from conftest import compose
-from pipeline import models
+from pipeline.models import load as models
 from pipeline.data import load_raw
 from pipeline.tasks import get_task
 

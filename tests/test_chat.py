@@ -25,7 +25,7 @@ LLAMA3 = ("{{ bos_token }}{% for m in messages %}{{ '<|start_header_id|>' + m['r
 
 def tokenizer():
     from pipeline.families import get_family
-    from pipeline.scratch import train_tokenizer
+    from pipeline.models.scratch import train_tokenizer
 
     return train_tokenizer(get_family("gpt2"), CORPUS, 400)
 
@@ -131,7 +131,7 @@ def test_template_survives_save_and_reload(tmp_path):
 
 
 def test_lora_trains_the_embedding_rows_of_the_added_template_tokens():
-    from pipeline import methods
+    from pipeline.models import methods
     from pipeline.families import get_family
 
     t = task("method=lora", "task.format=messages")
@@ -286,7 +286,7 @@ def test_throughput_counts_the_padding_tail_of_packed_rows():
     import datasets
 
     from pipeline.tasks import packing
-    from pipeline.throughput import ThroughputMeter
+    from pipeline.training.throughput import ThroughputMeter
 
     model = tiny(vocab=100).train()
     meter = ThroughputMeter(model)
@@ -302,7 +302,7 @@ def train_run(overrides, run_dir):
     """A finished run directory as ``finetune`` leaves it (.hydra/config.yaml + the run's files)."""
     from omegaconf import OmegaConf
 
-    from pipeline.run import run
+    from pipeline.stages.run import run
 
     cfg = compose(overrides)
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
@@ -333,7 +333,7 @@ def test_instruct_run_learns_responses_and_reports_them(instruct):
 @pytest.mark.slow
 def test_predict_chat_stops_at_the_end_of_turn_token(instruct):
     """Greedy generation without the end-of-turn stop runs on past <|im_end|>; predict --chat ends exactly there."""
-    from pipeline.predict import Predictor
+    from pipeline.commands.predict import Predictor
     from pipeline.tasks import chat_format as cf
 
     run_dir, _ = instruct
@@ -351,7 +351,7 @@ def test_predict_chat_stops_at_the_end_of_turn_token(instruct):
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "pipeline.predict", str(run_dir), "--chat", "--prompt", prompt,
+    r = subprocess.run([sys.executable, "-m", "pipeline.commands.predict", str(run_dir), "--chat", "--prompt", prompt,
                         "--no-do-sample", "--max-new-tokens", "40", "--quiet"], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr

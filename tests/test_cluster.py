@@ -133,7 +133,7 @@ def test_resubmission_resumes_only_from_a_complete_checkpoint(tmp_path):
 def test_missing_cluster_package_is_named_with_its_install_command(monkeypatch):
     import importlib.util
 
-    from pipeline import sweep
+    from pipeline.infra import sweep
 
     target = "hydra_plugins.finetune_pipeline.submitit_launcher.SlurmLauncher"
     assert sweep.missing_plugin(target) is None
@@ -147,7 +147,7 @@ def compose_hydra(overrides: list[str]):
     """The config with its hydra node."""
     from hydra import compose, initialize_config_dir
 
-    from pipeline.sweep import quiet_schema_notice
+    from pipeline.infra.sweep import quiet_schema_notice
 
     quiet_schema_notice()  # conf/hydra/launcher/ replaces the plugin's configs of the same name on purpose
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -62,7 +62,7 @@ def test_failed_run_appears_with_its_error(sweep):
 
 
 def test_cli_on_chosen_runs_writes_elsewhere(sweep, tmp_path, capsys):
-    from pipeline.compare import main
+    from pipeline.commands.compare import main
 
     runs = sorted(p for p in sweep.iterdir() if p.name.startswith(("2-", "3-")))  # the two GPT-2 runs
     main([str(p) for p in runs] + ["--out", str(tmp_path)])
@@ -72,7 +72,7 @@ def test_cli_on_chosen_runs_writes_elsewhere(sweep, tmp_path, capsys):
 
 
 def test_pareto_front():
-    from pipeline.compare import pareto
+    from pipeline.reports.plots import pareto
 
     pts = [(1, 0.5), (10, 0.9), (5, 0.4), (100, 0.9)]
     assert pareto(pts, larger_better=True) == [0, 1]
@@ -80,7 +80,7 @@ def test_pareto_front():
 
 
 def test_loss_history_from_checkpoints(tmp_path):
-    from pipeline.compare import loss_history
+    from pipeline.reports.runs import loss_history
 
     for step in (2, 10):
         d = tmp_path / "checkpoints" / f"checkpoint-{step}"
@@ -97,6 +97,6 @@ def test_headline_metric_and_direction_come_from_the_runs_config(recipe, headlin
     checkpoints by loss and reports perplexity (task.report_metric), the same direction."""
     from omegaconf import OmegaConf
 
-    from pipeline.compare import headline as of_config
+    from pipeline.reports.runs import headline as of_config
 
     assert of_config(OmegaConf.to_container(compose([f"recipe={recipe}"]))) == headline

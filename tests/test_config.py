@@ -55,9 +55,9 @@ def test_unknown_key_is_refused_by_hydra():
     assert r.returncode != 0 and "not_a_field" in r.stderr
 
 
-# -- the config resolved once (pipeline/config.py, pipeline/schema.py) ---------------------------------------------
+# -- the config resolved once (pipeline/stages/resolve.py, pipeline/config/schema.py) ---------------------------------------------
 def _resolve(overrides, **kw):
-    from pipeline.config import resolve
+    from pipeline.stages.resolve import resolve
 
     return resolve(compose(overrides), **kw)
 
@@ -85,7 +85,7 @@ def _schema_cases():
     import dataclasses
     import typing
 
-    from pipeline import schema
+    from pipeline.config import schema
     from pipeline.tasks import task_classes
 
     groups = [(schema.Root, "", ["debug=smoke"]), (schema.Model, "model.", ["debug=smoke"]),
@@ -125,11 +125,11 @@ def test_schema_cases_cover_every_group():
 
 
 def test_every_own_key_with_a_wrong_value_is_one_line():
-    """Each field of the pipeline's own schema (pipeline/schema.py and every task's Config), given a value of the
+    """Each field of the pipeline's own schema (pipeline/config/schema.py and every task's Config), given a value of the
     wrong type, out of range, or not among its choices: resolve stops with one ConfigError line naming the key."""
     from omegaconf import OmegaConf
 
-    from pipeline.config import resolve
+    from pipeline.stages.resolve import resolve
     from pipeline.errors import ConfigError
 
     bases, problems = {}, []
@@ -235,7 +235,7 @@ def test_resolved_config_is_read_only_and_resolving_twice_changes_nothing():
     cfg = _resolve(["recipe=bert-ner", "method=lora"])
     with pytest.raises(ReadonlyConfigError):
         cfg.trainer.learning_rate = 1.0
-    from pipeline.config import resolve
+    from pipeline.stages.resolve import resolve
 
     assert resolve(cfg) is cfg
 
@@ -299,7 +299,7 @@ def test_smoke_with_a_named_model_builds_a_tiny_one_of_its_family_with_its_token
 
     from conftest import run_pipeline
     from pipeline.families import get_family
-    from pipeline.scratch import train_tokenizer
+    from pipeline.models.scratch import train_tokenizer
 
     folder = tmp_path / "my-roberta"
     tok = train_tokenizer(get_family("roberta"), [f"the old fox number {i} visited Paris" for i in range(200)], 300)
@@ -329,7 +329,7 @@ def test_any_key_of_the_config_with_a_wrong_value_is_one_line_or_accepted():
     never another exception (a traceback for the user)."""
     from omegaconf import OmegaConf
 
-    from pipeline.config import resolve
+    from pipeline.stages.resolve import resolve
     from pipeline.errors import PipelineError
 
     problems, seen = [], set()

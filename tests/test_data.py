@@ -143,7 +143,7 @@ def test_byte_order_mark_is_stripped(tmp_path, name, text, task, column, first):
 
 def test_tab_separator_typed_on_the_command_line_reaches_the_reader(tmp_path):
     """data.conll.separator='\\t' in bash is a backslash and a t in Hydra; the reader splits on the tab."""
-    from pipeline.config import resolve
+    from pipeline.stages.resolve import resolve
 
     f = tmp_path / "a.tsv"
     f.write_text("New York\tB-LOC\nis\tO\n\nhi\tO\n")
@@ -155,7 +155,7 @@ def test_tab_separator_typed_on_the_command_line_reaches_the_reader(tmp_path):
 
 def test_files_named_win_over_the_recipe_hub_dataset_offline(tmp_path):
     """recipe=bert-ner names a Hub dataset (and its column mapping); the files named are read instead, offline."""
-    from pipeline.config import resolve
+    from pipeline.stages.resolve import resolve
 
     f = tmp_path / "train.conll"
     f.write_text("EU B-ORG\nrejects O\n\nBob B-PER\n\nParis B-LOC\n")
@@ -200,8 +200,8 @@ def test_ner_rows_with_null_words_or_tags_are_dropped_and_counted(tmp_path):
 
 def _tokenized_with_counts(overrides, tmp_path):
     """The data + tokenise stages of a smoke run: (tokenized, cut counts)."""
-    from pipeline import models
-    from pipeline.config import resolve
+    from pipeline.models import load as models
+    from pipeline.stages.resolve import resolve
     from pipeline.tasks import get_task
 
     cfg = resolve(compose(["debug=smoke", *overrides]))

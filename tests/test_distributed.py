@@ -102,7 +102,7 @@ def test_two_ranks_train_like_one_process(method, tmp_path):
 RANK1_FAILS = """import os, sys
 if os.environ["RANK"] == "1":  # only this rank gets a bad setting: it fails after loading data and model
     sys.argv.append("+trainer.no_such_field=1")
-from pipeline.cli import main
+from pipeline.commands.finetune import main
 main()
 """
 
@@ -117,7 +117,7 @@ def test_failure_on_one_rank_ends_the_run_once(tmp_path):
     assert time.time() - t < 150, "the surviving rank hung"
     err = out.stderr
     assert err.count("no_such_field") == 1, err[-3000:]  # the failing rank's error, once
-    assert "Connection closed by peer" not in err and "pipeline/cli.py" not in err, err[-3000:]  # rank 0: quiet
+    assert "Connection closed by peer" not in err and "pipeline/commands/finetune.py" not in err, err[-3000:]  # rank 0: quiet
     assert "another rank failed first" in err
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["status"] == "failed" and status["error"].startswith("rank 1: trainer:"), status
@@ -129,7 +129,7 @@ def test_failure_on_one_rank_ends_the_run_once(tmp_path):
     (16, 16, 1, (16, 1)), (16, 16, 2, (8, 1)), (16, 16, 8, (2, 1)),  # gpt2-generation on 1, 2, 8 processes
     (32, 16, 1, (16, 2)), (32, 4, 2, (4, 4)), (24, 5, 1, (4, 6)), (None, 16, 8, (16, 1))])
 def test_batch_plan_keeps_the_global_batch(global_batch, per_device_max, processes, expected):
-    from pipeline.distributed import batch_plan
+    from pipeline.infra.distributed import batch_plan
 
     per_device, steps = batch_plan(global_batch, per_device_max, 1, processes)
     assert (per_device, steps) == expected
@@ -138,7 +138,7 @@ def test_batch_plan_keeps_the_global_batch(global_batch, per_device_max, process
 
 def _configure(overrides, monkeypatch, **env):
     from conftest import compose
-    from pipeline.distributed import configure
+    from pipeline.infra.distributed import configure
 
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -188,7 +188,7 @@ def test_fsdp_wraps_the_family_layer_classes(monkeypatch):
     import transformers
 
     from conftest import compose
-    from pipeline.distributed import fsdp_wrap
+    from pipeline.training.trainer import fsdp_wrap
 
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     monkeypatch.setenv("FSDP_TRANSFORMER_CLS_TO_WRAP", "")  # unset in the accelerate config

@@ -5,7 +5,7 @@ Commands are found generically: every line starting with a command (``finetune``
 ``-compare``, ``-export``, ``-rlhf``, or ``accelerate launch ... -m pipeline``) inside fenced code blocks (``\\``
 continuations joined, a leading ``$ `` dropped), and inline code spans that are whole commands (no placeholders).
 Each command is
-1. composed as written and resolved (pipeline/config.py: types, ranges, derived values, library configs), for every
+1. composed as written and resolved (pipeline/stages/resolve.py: types, ranges, derived values, library configs), for every
    job of a sweep;
    (a sweep: jobs covering every value of every axis);
 2. run, unless it is a sweep, an ``accelerate launch``, a ``--cfg`` print, or still needs the Hub with
@@ -89,7 +89,7 @@ def split_command(command: str) -> tuple[str, list[str], list[str]]:
     words = shlex.split(re.sub(r"<[^<>]*>", lambda m: m.group(0).replace(" ", "_"), command), comments=True)
     if words[0] == "accelerate":
         at = words.index("-m")
-        words = ["accelerate:" + ("finetune-rlhf" if words[at + 1] == "pipeline.rlhf" else "finetune")] + words[at + 2:]
+        words = ["accelerate:" + ("finetune-rlhf" if words[at + 1] == "pipeline.commands.rlhf" else "finetune")] + words[at + 2:]
     program, flags, rest, i = words[0], [], [], 1
     while i < len(words):
         w = words[i]
@@ -237,7 +237,7 @@ def write_named_files(cfg, where: Path) -> None:
     if rl:
         import random
 
-        from pipeline.data.preference import synthetic_pair
+        from pipeline.rlhf.preference import synthetic_pair
 
         rng = random.Random(0)
         for key in ("train_file", "test_file"):
@@ -292,7 +292,7 @@ def compose(overrides: list[str]):
 
 
 def needs_hub(cfg, program: str) -> bool:
-    from pipeline.data.preference import infer_source as pref_source
+    from pipeline.rlhf.preference import preference_source as pref_source
 
     model = cfg.model
     local = str(model.get("name_or_path") or "").startswith(("/", ".", "~", "pkg://"))
@@ -331,7 +331,7 @@ def run_key(cfg, run_dir_named, overrides) -> str:
 def run_finetune(ws: Workspace, program: str, overrides: list[str], named_dir: str | None, rlhf: bool) -> Path:
     from omegaconf import OmegaConf
 
-    from pipeline.config import resolve
+    from pipeline.stages.resolve import resolve
 
     cfg = compose(overrides + BUDGET + (RLHF_BUDGET if rlhf else []))
     resolved = resolve(cfg, stage="rlhf" if program == "finetune-rlhf" else "finetune")
@@ -345,11 +345,11 @@ def run_finetune(ws: Workspace, program: str, overrides: list[str], named_dir: s
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
     (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     if program == "finetune-rlhf":
-        from pipeline.rlhf import run_alone
+        from pipeline.commands.rlhf import rlhf as run_alone
 
         run_alone(cfg, run_dir)
     else:
-        from pipeline.run import run
+        from pipeline.stages.run import run
 
         run(cfg, run_dir)
     ws.keys[key] = run_dir
@@ -359,7 +359,7 @@ def run_finetune(ws: Workspace, program: str, overrides: list[str], named_dir: s
 
 def run_reader(program: str, args: list[str]) -> str:
     """finetune-predict / -compare / -export in this process; their stdout (exit 0 required)."""
-    from pipeline import compare, export, predict
+    from pipeline.commands import compare, export, predict
 
     main = {"finetune-predict": predict.main, "finetune-compare": compare.main, "finetune-export": export.main}[program]
     out, err = io.StringIO(), io.StringIO()
@@ -386,7 +386,7 @@ def write_inputs(args: list[str], where: Path) -> None:
 def test_every_documented_command_runs_or_resolves(tmp_path, monkeypatch):
     import logging
 
-    from pipeline.config import resolve
+    from pipeline.stages.resolve import resolve
 
     logging.disable(logging.WARNING)
     monkeypatch.chdir(tmp_path)

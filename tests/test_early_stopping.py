@@ -57,7 +57,7 @@ def test_model_kept_is_the_best_checkpoint_not_the_last(stopped):
 def test_settings_that_cannot_stop_early_are_refused(overrides, message, tmp_path):
     from pipeline.errors import ConfigError
     from pipeline.tasks import get_task
-    from pipeline.train import training_args
+    from pipeline.training.trainer import training_args
 
     cfg = compose(["debug=smoke", "trainer.early_stopping_patience=2", *overrides])
     with pytest.raises(ConfigError, match=message):
@@ -66,7 +66,7 @@ def test_settings_that_cannot_stop_early_are_refused(overrides, message, tmp_pat
 
 def test_keys_are_popped_before_training_arguments(tmp_path):
     from pipeline.tasks import get_task
-    from pipeline.train import training_args
+    from pipeline.training.trainer import training_args
 
     cfg = compose(["debug=smoke", "trainer.early_stopping_patience=2", "trainer.early_stopping_threshold=0.01"])
     args = training_args(cfg, get_task(cfg), tmp_path)

@@ -127,9 +127,9 @@ def message_of(overrides, case_dir: Path) -> str:
     from hydra.errors import HydraException
 
     from pipeline.errors import PipelineError
-    from pipeline.run import run
+    from pipeline.stages.run import run
 
-    from pipeline.guards import user_error
+    from pipeline.training.guards import user_error
 
     cfg = None
     try:
@@ -158,7 +158,7 @@ def test_bad_input_gives_one_clear_line(name, overrides, files, env, expected, t
 
 
 def test_preference_rows_without_chosen_rejected(tmp_path):
-    from pipeline.data.preference import load_preferences
+    from pipeline.rlhf.preference import load_preferences
     from pipeline.errors import DataError
 
     (tmp_path / "pref.jsonl").write_text(jsonl(*[{"prompt": "Hi", "answer": "there"}] * 8))
@@ -242,7 +242,7 @@ def command_message(command: str, args: list[str], case_dir: Path, files: dict) 
     import contextlib
     import io
 
-    from pipeline import compare, export, predict
+    from pipeline.commands import compare, export, predict
 
     run = finished_run(case_dir / "run")
     for name, content in files.items():
@@ -267,7 +267,7 @@ def test_command_arguments_give_one_line(name, command, args, files, expected, t
 
 def test_finetune_rlhf_bad_values_are_one_line(tmp_path):
     from pipeline.errors import PipelineError
-    from pipeline.rlhf import run_alone
+    from pipeline.commands.rlhf import rlhf as run_alone
 
     for overrides, expected in (([], "finetune-rlhf needs rlhf="),
                                 (["rlhf=dpo"], "needs rlhf.policy_path=<an earlier run>/model"),
@@ -285,9 +285,9 @@ def more_rows() -> list[tuple[str, str]]:
     import io
     import tempfile
 
-    from pipeline.data.preference import load_preferences
+    from pipeline.rlhf.preference import load_preferences
     from pipeline.errors import PipelineError
-    from pipeline.lock import RunDirCheck, RunLock
+    from pipeline.infra.rundir import RunDirCheck, RunLock
 
     rows = []
     with tempfile.TemporaryDirectory() as d:

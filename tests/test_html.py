@@ -42,7 +42,7 @@ def reports(tmp_path_factory):
     assert study.returncode == 0, study.stderr[-3000:]
     failed = run_cli(["debug=smoke", "method=prefix", "quiet=true", f"hydra.run.dir={base / 'failed'}"])
     assert failed.returncode == 2, failed.stderr[-2000:]
-    from pipeline.compare import main
+    from pipeline.commands.compare import main
 
     main([str(base / "study"), str(base / "failed"), "--out", str(base / "report")])
     return base

@@ -74,7 +74,7 @@ def scores(output):
 
 def train_steps(model, task, batch, steps=8, lr=1e-2):
     """The run's glue (callbacks.attach) on a fixed batch: returns the losses."""
-    from pipeline import callbacks
+    from pipeline.models import peft_glue as callbacks
 
     trainer = SimpleNamespace(model=model, data_collator=lambda b: dict(b), callback_handler=None,
                               add_callback=lambda cb: extra.append(cb))
@@ -96,7 +96,7 @@ def train_steps(model, task, batch, steps=8, lr=1e-2):
 
 
 def method_cells():
-    from pipeline.methods import METHODS
+    from pipeline.models.methods import METHODS
     from pipeline.tasks import task_classes
 
     return [(m, t) for m in METHODS for t in task_classes()]
@@ -104,8 +104,9 @@ def method_cells():
 
 @pytest.mark.parametrize("method,task_name", method_cells())
 def test_method_trains_or_is_refused(method, task_name, tmp_path):
-    from pipeline import callbacks, methods
-    from pipeline.export import load_model
+    from pipeline.models import peft_glue as callbacks
+    from pipeline.models import methods
+    from pipeline.models.saved import load_model
     from pipeline.families import get_family
 
     family, task = family_of(task_name), task_of(task_name)
@@ -149,13 +150,13 @@ def test_method_trains_or_is_refused(method, task_name, tmp_path):
 
 
 def test_every_method_file_is_in_the_matrix():
-    from pipeline.methods import METHODS
+    from pipeline.models.methods import METHODS
 
     assert sorted(METHODS) == sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
 
 
 def test_refusals_are_one_line_with_advice():
-    from pipeline import methods
+    from pipeline.models import methods
 
     assert "gradient (activation) checkpointing" in methods.refusal("prefix", "generation",
                                                                     {"gradient_checkpointing": True})
@@ -164,14 +165,14 @@ def test_refusals_are_one_line_with_advice():
 
 
 def test_readme_table_is_the_tested_matrix():
-    from pipeline.methods import compatibility_table
+    from pipeline.models.methods import compatibility_table
 
     assert compatibility_table() in (ROOT / "docs" / "methods.md").read_text(), \
-        "docs/methods.md compatibility table is stale: paste `python -m pipeline.methods` into it"
+        "docs/methods.md compatibility table is stale: paste `python -m pipeline.models.methods` into it"
 
 
 def test_method_keys_reach_the_peft_config():
-    from pipeline import methods
+    from pipeline.models import methods
     from pipeline.families import get_family
 
     cfg = compose(["recipe=bert-ner", "method=lora", "method.r=16", "method.targets=attention+mlp"])
@@ -188,7 +189,7 @@ def test_method_keys_reach_the_peft_config():
 
 
 def test_freeze_trains_head_and_last_layers():
-    from pipeline import methods
+    from pipeline.models import methods
 
     model = methods.freeze(tiny_model("ner"), task_of("ner").head_names, last_layers=1)
     names = {n.split(".")[0] + "." + ".".join(n.split(".")[2:4]) for n, p in model.named_parameters() if p.requires_grad}
@@ -198,7 +199,7 @@ def test_freeze_trains_head_and_last_layers():
 
 
 def test_lr_scale_multiplies_trainer_lr():
-    from pipeline.config import resolve
+    from pipeline.stages.resolve import resolve
 
     cfg = compose(["recipe=bert-ner", "method=lora"])
     scale = cfg.method.lr_scale
@@ -208,7 +209,7 @@ def test_lr_scale_multiplies_trainer_lr():
 
 
 def test_refused_before_loading_the_model():
-    from pipeline.check import validate
+    from pipeline.stages.check import validate
     from pipeline.errors import ConfigError
 
     for overrides, why in ((["recipe=gpt2-generation", "debug=smoke", "method=qlora"], "QLoRA"),
@@ -227,7 +228,7 @@ def test_lora_run_saves_adapter_exports_merged_and_resumes(tmp_path):
     import transformers
 
     from conftest import run_pipeline
-    from pipeline.export import load_model, merge
+    from pipeline.models.saved import load_model, merge
 
     common = ["recipe=bert-ner", "debug=smoke", "method=lora", "num_samples=0", "data.synthetic.num_train=64"]
     metrics = run_pipeline([*common, "trainer.num_train_epochs=1"], tmp_path / "a")

@@ -1,11 +1,11 @@
-"""What ``auto`` resolves to for bf16 / tf32 / pinned memory (pipeline/precision.py), decided from given machine
+"""What ``auto`` resolves to for bf16 / tf32 / pinned memory (pipeline/training/precision.py), decided from given machine
 facts: CPU flags with and without bf16 matrix units, CUDA capability; and on this machine through train.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline import precision
+from pipeline.training import precision
 
 AMX = {"fpu", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}  # Sapphire Rapids and later
 AVX512_BF16_ONLY = {"fpu", "avx512f", "avx512_bf16"}  # Cooper Lake / Zen 4: bf16 dot products, no matrix unit
@@ -69,7 +69,7 @@ def test_training_args_accept_bf16_auto_on_this_machine(tmp_path):
     where bf16 ends up on without a GPU, which transformers otherwise refuses)."""
     from conftest import compose
     from pipeline.tasks import get_task
-    from pipeline.train import training_args
+    from pipeline.training.trainer import training_args
 
     cfg = compose(["debug=smoke", "trainer.bf16=auto"])
     args = training_args(cfg, get_task(cfg), tmp_path)

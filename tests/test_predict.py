@@ -26,7 +26,7 @@ def train(overrides, run_dir):
     """A finished run directory as ``finetune`` leaves it: .hydra/config.yaml (written by Hydra) + the run's files."""
     from omegaconf import OmegaConf
 
-    from pipeline.run import run
+    from pipeline.stages.run import run
 
     cfg = compose(overrides)
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
@@ -47,7 +47,7 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ner(runs):
-    from pipeline.predict import Predictor
+    from pipeline.commands.predict import Predictor
 
     return Predictor(runs["ner"])
 
@@ -77,7 +77,7 @@ def test_ner_long_text_is_read_in_overlapping_windows(ner):
 
 
 def test_generation_returns_text_and_seed_repeats(runs):
-    from pipeline.predict import Predictor
+    from pipeline.commands.predict import Predictor
 
     p = Predictor(runs["generation"])
     a = p.predict(["To be or not", "the old", ""], seed=3, generation={"do_sample": True, "max_new_tokens": 8})
@@ -89,7 +89,7 @@ def test_generation_returns_text_and_seed_repeats(runs):
 
 def test_summarization_matches_the_evaluate_stage_samples(runs):
     """samples.jsonl (evaluate stage, in-memory model) and finetune-predict (saved model) decode the same way."""
-    from pipeline.predict import Predictor
+    from pipeline.commands.predict import Predictor
 
     rows = [json.loads(l) for l in (runs["summarization"] / "samples.jsonl").read_text().splitlines()]
     preds = Predictor(runs["summarization"]).predict([r["document"] for r in rows])
@@ -110,7 +110,7 @@ def _assert_answer_spans(rows, preds):
 def test_qa_answers_are_spans_and_match_the_evaluate_stage(runs):
     """Saved model + finetune-predict give the evaluate stage's answers (in-memory model), every one a span of its
     context; the smoke run learned (validation F1, generated questions like the training ones)."""
-    from pipeline.predict import Predictor
+    from pipeline.commands.predict import Predictor
 
     assert json.loads((runs["qa"] / "metrics.json").read_text())["eval_f1"] > 0.25
     rows = _samples(runs["qa"])
@@ -122,7 +122,7 @@ def test_qa_answers_are_spans_and_match_the_evaluate_stage(runs):
 
 def test_qa_long_context_is_read_in_windows(runs):
     """A context of ~10 windows of the run's 64 tokens: the answer found in the last part is a span of it."""
-    from pipeline.predict import Predictor
+    from pipeline.commands.predict import Predictor
 
     filler = "The old fox chases the stone near the river. " * 40
     context = filler + "Angela Merkel visited Paris on Monday."
@@ -152,7 +152,7 @@ def test_qa_command_line_text_context_and_file(runs, tmp_path):
 
 
 def test_generative_qa_matches_the_evaluate_stage_and_learns(runs):
-    from pipeline.predict import Predictor
+    from pipeline.commands.predict import Predictor
 
     rows = _samples(runs["generative-qa"])
     preds = Predictor(runs["generative-qa"]).predict([{"question": r["question"], "context": r["context"]}
@@ -164,7 +164,7 @@ def test_generative_qa_matches_the_evaluate_stage_and_learns(runs):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "pipeline.predict", *map(str, args)], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pipeline.commands.predict", *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
 
 
@@ -181,7 +181,7 @@ def test_batch_files_round_trip(runs, tmp_path):
 
 
 def test_ner_csv_and_text_files(ner, tmp_path):
-    from pipeline.predict import read_inputs, write_outputs
+    from pipeline.commands.predict import read_inputs, write_outputs
 
     (tmp_path / "in.txt").write_text("\n".join(SENTENCES) + "\n\n")
     rows = read_inputs(str(tmp_path / "in.txt"), ner.task, None)
@@ -195,7 +195,7 @@ def test_ner_csv_and_text_files(ner, tmp_path):
 
 def test_adapter_run_predicts(tmp_path):
     """A PEFT run (model/ holds adapter_config.json): loaded through its base, same span contract."""
-    from pipeline.predict import Predictor
+    from pipeline.commands.predict import Predictor
 
     train(["recipe=bert-ner", "debug=smoke", "method=lora", "trainer.num_train_epochs=1"], tmp_path)
     assert (tmp_path / "model" / "adapter_config.json").is_file()
@@ -223,7 +223,7 @@ def test_bad_input_file_fails_before_loading_the_model(runs, tmp_path):
 
 
 def test_help_does_not_import_torch():
-    code = "import sys; from pipeline.predict import build_parser; build_parser().format_help(); " \
+    code = "import sys; from pipeline.commands.predict import build_parser; build_parser().format_help(); " \
            "print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
@@ -232,7 +232,7 @@ def test_help_does_not_import_torch():
 def test_classification_predicts_labels_like_the_evaluate_stage(runs):
     """Predictions of the saved model equal samples.jsonl (the in-memory model at the end of the run), and the
     learned polarity carries to new sentences."""
-    from pipeline.predict import Predictor
+    from pipeline.commands.predict import Predictor
 
     p = Predictor(runs["classification"])
     rows = [json.loads(l) for l in (runs["classification"] / "samples.jsonl").read_text().splitlines()]
@@ -244,7 +244,7 @@ def test_classification_predicts_labels_like_the_evaluate_stage(runs):
 
 
 def test_text_pairs_from_the_command_line_and_a_file(runs, tmp_path):
-    from pipeline.predict import Predictor, read_inputs
+    from pipeline.commands.predict import Predictor, read_inputs
 
     labels = {"entailment", "neutral", "contradiction"}
     out = _cli(runs["pairs"], "--text", "the old fox finds the stone .", "--text-pair", "the fox finds the stone .",
@@ -262,7 +262,7 @@ def test_text_pairs_from_the_command_line_and_a_file(runs, tmp_path):
 
 
 def test_a_single_text_model_needs_no_text_pair(runs):
-    from pipeline.predict import Predictor, _text_rows, build_parser, run_task
+    from pipeline.commands.predict import Predictor, _text_rows, build_parser, run_task
 
     task = run_task(runs["classification"])
     rows = _text_rows(build_parser(task).parse_args([str(runs["classification"]), "--text", "a superb cast ."]), task)
@@ -271,7 +271,7 @@ def test_a_single_text_model_needs_no_text_pair(runs):
 
 
 def test_translation_matches_the_evaluate_stage_samples(runs, tmp_path):
-    from pipeline.predict import Predictor, read_inputs
+    from pipeline.commands.predict import Predictor, read_inputs
 
     rows = [json.loads(l) for l in (runs["translation"] / "samples.jsonl").read_text().splitlines()]
     p = Predictor(runs["translation"])

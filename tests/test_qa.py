@@ -178,7 +178,7 @@ def test_peft_adapter_sees_token_type_ids():
     import torch
     import transformers
 
-    from pipeline import methods
+    from pipeline.models import methods
     from pipeline.families import get_family
     from pipeline.tasks import task_class
     from pipeline.tasks.qa import pass_token_types
@@ -203,7 +203,7 @@ def test_peft_adapter_sees_token_type_ids():
 @pytest.mark.parametrize("overrides,task_name", [(["recipe=bert-qa", "model=gpt2"], "qa"),
                                                  (["recipe=t5-qa", "model=bert-base-cased"], "generative-qa")])
 def test_family_that_cannot_do_the_task_is_refused_before_data(overrides, task_name):
-    from pipeline.check import validate
+    from pipeline.stages.check import validate
     from pipeline.errors import ModelError
 
     with pytest.raises(ModelError, match=f"cannot do task={task_name}; use ") as e:
@@ -227,9 +227,9 @@ def test_lora_qa_run_merges_and_predicts_like_the_adapter(tmp_path):
 
     from omegaconf import OmegaConf
 
-    from pipeline.export import merge
-    from pipeline.predict import Predictor
-    from pipeline.run import run
+    from pipeline.models.saved import merge
+    from pipeline.commands.predict import Predictor
+    from pipeline.stages.run import run
 
     cfg = compose(["recipe=bert-qa", "debug=smoke", "method=lora", "trainer.num_train_epochs=1"])
     (tmp_path / ".hydra").mkdir()

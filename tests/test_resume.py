@@ -25,7 +25,7 @@ KILL_AT = 25
 KILLER = """
 import os, signal, sys
 from transformers import TrainerCallback
-import pipeline.train as train
+import pipeline.training.trainer as train
 step, sig = int(sys.argv.pop(1)), getattr(signal, sys.argv.pop(1))
 class KillAt(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
@@ -38,7 +38,7 @@ def build_and_arm(*a, **kw):
     return trainer
 train.build_trainer = build_and_arm
 sys.argv[0] = "finetune"
-from pipeline.cli import main
+from pipeline.commands.finetune import main
 main()
 """
 SECRET = "secret-xyz"
@@ -69,8 +69,8 @@ def runs(tmp_path_factory):
         "checkpoints": sorted(p.name for p in (killed / "checkpoints").iterdir()),
         "outputs": [n for n in ("model", "metrics.json", ".model.partial") if (killed / n).exists()],
     }
-    from pipeline.compare import read_run
-    from pipeline.lock import read_status
+    from pipeline.reports.runs import read_run
+    from pipeline.infra.rundir import read_status
 
     after_kill["status"] = read_status(killed)["status"]
     after_kill["compare"] = read_run(killed, base)  # finetune-compare's row of the killed run
@@ -118,7 +118,7 @@ def test_fresh_run_in_a_directory_with_checkpoints_is_refused(runs, tmp_path):
 
 
 def test_partial_checkpoint_is_never_picked(runs, tmp_path):
-    from pipeline import resume
+    from pipeline.infra import resume
     from pipeline.errors import ConfigError
 
     shutil.copytree(runs["straight"] / "checkpoints", tmp_path / "checkpoints")
@@ -138,7 +138,7 @@ def test_a_checkpoint_about_to_be_overwritten_loses_its_marker_first(tmp_path):
     leaves an incomplete folder, never an old marker over half-new files."""
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
-    from pipeline.guards import CheckpointMarker
+    from pipeline.training.guards import CheckpointMarker
 
     ckpt = tmp_path / "checkpoints" / "checkpoint-16"
     ckpt.mkdir(parents=True)
@@ -154,7 +154,7 @@ def test_peft_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     """LoRA: adapter checkpoints. The crash here is an exception from a callback (same files on disk as a kill)."""
     from transformers import TrainerCallback
 
-    import pipeline.train as train
+    import pipeline.training.trainer as train
 
     overrides = STEPS + ["method=lora"]
     straight = run_pipeline(overrides, tmp_path / "straight")
@@ -200,7 +200,7 @@ def test_pretrained_minilm_same_seed_same_losses_and_kill_resume_is_exact(tmp_pa
     exactly like the uninterrupted one."""
     from transformers import TrainerCallback
 
-    import pipeline.train as train
+    import pipeline.training.trainer as train
 
     straight = run_pipeline(MINILM, tmp_path / "straight")
 
@@ -231,13 +231,13 @@ def test_pretrained_minilm_same_seed_same_losses_and_kill_resume_is_exact(tmp_pa
 def test_finetune_rlhf_holds_the_lock_and_records_sigterm(tmp_path):
     import time
 
-    from pipeline.lock import is_locked
+    from pipeline.infra.rundir import is_locked
 
     run_dir = tmp_path / "rl"
     args = ["rlhf=reward", "rlhf.reward.init=scratch", "debug=smoke", "rlhf.reward.trainer.num_train_epochs=50",
             f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    p = subprocess.Popen([sys.executable, "-m", "pipeline.rlhf", *args], cwd=tmp_path, env=env,
+    p = subprocess.Popen([sys.executable, "-m", "pipeline.commands.rlhf", *args], cwd=tmp_path, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 240
@@ -245,7 +245,7 @@ def test_finetune_rlhf_holds_the_lock_and_records_sigterm(tmp_path):
             time.sleep(0.5)  # training has started
         assert p.poll() is None, p.communicate()[1][-2000:]
         assert is_locked(run_dir)
-        second = subprocess.run([sys.executable, "-m", "pipeline.rlhf", *args], cwd=tmp_path, env=env,
+        second = subprocess.run([sys.executable, "-m", "pipeline.commands.rlhf", *args], cwd=tmp_path, env=env,
                                 capture_output=True, text=True, timeout=120)
         assert second.returncode == 2 and "is in use by another finetune run" in second.stderr
         p.send_signal(signal.SIGTERM)

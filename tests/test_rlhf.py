@@ -27,7 +27,7 @@ def chain(tmp_path_factory):
 
 
 def alone(tmp_path, overrides):
-    from pipeline.rlhf import run_alone
+    from pipeline.commands.rlhf import rlhf as run_alone
 
     return run_alone(compose(["recipe=gpt2-generation", "debug=smoke", *FAST, *overrides]), tmp_path)
 
@@ -44,7 +44,7 @@ def test_rlhf_group_is_null_by_default_and_composes():
 
 
 def test_bad_rlhf_settings_are_refused_before_training():
-    from pipeline import check
+    from pipeline.stages import check
     from pipeline.errors import ConfigError, ModelError
 
     with pytest.raises(ConfigError, match="needs a causal LM"):
@@ -57,7 +57,7 @@ def test_bad_rlhf_settings_are_refused_before_training():
 
 # -- preference data -----------------------------------------------------------------------------------------------
 def test_synthetic_preferences_are_deterministic_and_learnable():
-    from pipeline.data.preference import MARKER, synthetic
+    from pipeline.rlhf.preference import MARKER, synthetic
 
     a, b = synthetic({"num_train": 20, "num_test": 5}, 0), synthetic({"num_train": 20, "num_test": 5}, 0)
     assert a["train"].to_list() == b["train"].to_list()
@@ -67,7 +67,7 @@ def test_synthetic_preferences_are_deterministic_and_learnable():
 def test_local_transcripts_are_split_and_empty_rows_dropped(tmp_path):
     from omegaconf import OmegaConf
 
-    from pipeline.data.preference import load_preferences
+    from pipeline.rlhf.preference import load_preferences
 
     h, a = "\n\nHuman: ", "\n\nAssistant:"
     rows = [{"chosen": f"{h}hi{a} I can help.", "rejected": f"{h}hi{a} I can't."},           # transcripts
@@ -88,7 +88,7 @@ def test_conversational_pairs_are_rendered_with_the_chat_template(tmp_path):
     with the template (no policy here: rlhf.data.chat_template, ChatML)."""
     from omegaconf import OmegaConf
 
-    from pipeline.data.preference import chat_renderer, load_preferences
+    from pipeline.rlhf.preference import chat_renderer, load_preferences
 
     u, ok, no = {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Sure."}, \
         {"role": "assistant", "content": "No."}
@@ -127,7 +127,7 @@ def test_dpo_after_chat_sft_uses_the_policy_template(tmp_path):
 def test_rows_without_chosen_rejected_are_one_line_errors(tmp_path):
     from omegaconf import OmegaConf
 
-    from pipeline.data.preference import load_preferences
+    from pipeline.rlhf.preference import load_preferences
     from pipeline.errors import DataError
 
     (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "a", "answer": "b"}) + "\n")
@@ -185,7 +185,7 @@ def test_rlhf_alone_without_a_policy_is_a_one_line_error(tmp_path):
     import os
     import subprocess
 
-    r = subprocess.run([sys.executable, "-m", "pipeline.rlhf", "rlhf=dpo", f"hydra.run.dir={tmp_path}"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "pipeline.commands.rlhf", "rlhf=dpo", f"hydra.run.dir={tmp_path}"], cwd=ROOT,
                        capture_output=True, text=True, timeout=120, env=dict(os.environ))
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["error: finetune-rlhf rlhf=dpo needs rlhf.policy_path=<an earlier "

@@ -3,7 +3,7 @@
 import torch
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from pipeline.sampling import ShuffledLengthGroupedSampler, with_group_order
+from pipeline.training.sampling import ShuffledLengthGroupedSampler, with_group_order
 
 LENGTHS = [int(x) for x in torch.randint(1, 120, (1003,), generator=torch.Generator().manual_seed(1))]
 BATCH = 8  # 1003 = 125 full batches + a partial one of 3
@@ -41,7 +41,7 @@ def test_trainer_class_switch():
     from transformers import Trainer
 
     from conftest import compose
-    from pipeline.config import resolve
+    from pipeline.stages.resolve import resolve
     from pipeline.errors import ConfigError
 
     assert with_group_order(Trainer, "sorted") is Trainer

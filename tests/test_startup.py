@@ -33,7 +33,7 @@ print(json.dumps({"code": code, "stdout": out.getvalue(), "heavy": sorted(m for 
 HYDRA_HELP = """
 import sys
 sys.argv = ["finetune", "--help", *sys.argv[1:]]
-from pipeline.cli import _app
+from pipeline.commands.finetune import _app
 _app()  # Hydra's own app help (the fast path in cli.main is skipped)
 """
 

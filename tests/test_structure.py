@@ -1,5 +1,10 @@
 """The layout the docs promise: a task is one module in pipeline/tasks/ + one conf/task/ file, nothing outside
-pipeline/tasks/ names a task, and the task modules do not import the commands built over them."""
+pipeline/tasks/ names a task, and the task modules do not import the commands built over them.
+
+The layers: every import of the package (module level and inside functions, read with ``ast``) runs downward in
+``LAYERS``, no two modules import each other through any chain, internal imports sit at the top of the file
+except in pipeline/commands/ (start-up time), few modules stand directly in pipeline/, and every console script
+enters through pipeline/commands/."""
 
 from __future__ import annotations
 
@@ -64,4 +69,113 @@ def test_tasks_do_not_import_the_commands():
         tree = ast.parse(path.read_text())
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | \
                    {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        assert not imported & {"pipeline.predict", "pipeline.cli", "pipeline.compare", "pipeline.run"}, path.name
+        assert not imported & {"pipeline.commands.predict", "pipeline.commands.finetune", "pipeline.reports.compare",
+                               "pipeline.stages.run"}, path.name
+
+
+# -- layers ----------------------------------------------------------------------------------------------------------
+# Bottom to top: a module may import its own layer and the layers before it, never one after it.
+LAYERS = ("errors", "util", "config", "metrics", "families", "infra", "integrations", "data", "tasks", "models",
+          "training", "rlhf", "reports", "stages", "commands", "__main__")
+PACKAGE = ROOT / "pipeline"
+
+
+def module_name(path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer(module: str) -> int | None:
+    """Index in LAYERS of a module of the package (None for the package itself, ``pipeline/__init__.py``)."""
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 else None
+
+
+def internal_imports():
+    """(importing module, its file, line, imported module, imported name, at module level) for every import of a
+    ``pipeline`` module anywhere in the package."""
+    modules = {module_name(f): f for f in PACKAGE.rglob("*.py") if "__pycache__" not in f.parts}
+    out = []
+    for mod, path in sorted(modules.items()):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        top = {id(n) for n in tree.body}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets = [(a.name, a.name) for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                # "from pipeline.x import y": y may be a submodule (pipeline.x.y) or a name of pipeline.x
+                targets = [(f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module, a.name)
+                           for a in node.names]
+            else:
+                continue
+            for target, name in targets:
+                if target == "pipeline" or target.startswith("pipeline."):
+                    while target not in modules and "." in target:
+                        target = target.rpartition(".")[0]
+                    out.append((mod, path, node.lineno, target, name, id(node) in top))
+    return modules, out
+
+
+def test_layer_names_are_the_folders_of_the_package():
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    files = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    assert folders | files == set(LAYERS), (sorted(folders | files), LAYERS)
+
+
+def test_imports_run_downward_only():
+    _, imports = internal_imports()
+    upward = [f"{path.relative_to(ROOT)}:{line} ({LAYERS[layer(mod)]}) imports {name} from {target} "
+              f"({LAYERS[layer(target)]})" for mod, path, line, target, name, _ in imports
+              if layer(mod) is not None and layer(target) is not None and layer(target) > layer(mod)]
+    assert not upward, "imports from a higher layer (LAYERS in this file):\n" + "\n".join(upward)
+
+
+def test_no_import_cycles():
+    modules, imports = internal_imports()
+    edges = {m: set() for m in modules}
+    where = {}
+    for mod, path, line, target, name, _ in imports:
+        if target != mod:
+            edges[mod].add(target)
+            where.setdefault((mod, target), f"{path.relative_to(ROOT)}:{line} imports {name} from {target}")
+
+    def reaches(start, goal, seen):
+        return any(n == goal or (n not in seen and not seen.add(n) and reaches(n, goal, seen)) for n in edges[start])
+
+    cycles = sorted(where[(a, b)] for a in edges for b in edges[a] if reaches(b, a, set()))
+    assert not cycles, "import cycles (each edge lies on one):\n" + "\n".join(cycles)
+
+
+def test_internal_imports_are_at_the_top_of_the_file_outside_the_commands():
+    """Inside a function only in pipeline/commands/, where start-up time needs it (`finetune --help`, `--cfg job` and
+    bad arguments import no torch), each with its reason on the line or the one above."""
+    _, imports = internal_imports()
+    local = [(mod, path, line, target) for mod, path, line, target, _, at_top in imports if not at_top]
+    outside = [f"{path.relative_to(ROOT)}:{line} imports {target} inside a function" for mod, path, line, target in local
+               if not mod.startswith("pipeline.commands.")]
+    assert not outside, "\n".join(outside)
+    unexplained = []
+    for mod, path, line, target in local:
+        lines = path.read_text().splitlines()
+        if "#" not in lines[line - 1] and not lines[line - 2].strip().startswith("#") and \
+                "#" not in lines[line - 2]:
+            unexplained.append(f"{path.relative_to(ROOT)}:{line} imports {target} inside a function without a reason")
+    assert not unexplained, "\n".join(unexplained)
+
+
+def test_few_modules_stand_directly_in_the_package():
+    top = sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert len(top) <= 6, top
+
+
+def test_every_console_script_enters_through_the_commands_package():
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) == {"finetune", "finetune-rlhf", "finetune-predict", "finetune-compare", "finetune-export"}
+    for name, target in scripts.items():
+        module, _, func = target.partition(":")
+        assert module.startswith("pipeline.commands."), f"{name} = {target}"
+        import importlib
+
+        assert callable(getattr(importlib.import_module(module), func)), target

@@ -19,7 +19,7 @@ RECIPES = {"bert-classification": ("eval_accuracy", "test_accuracy"),
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_two_process_lora_run_scores_like_one_process_and_merges(recipe, tmp_path):
-    from pipeline.export import merge
+    from pipeline.models.saved import merge
 
     ddp_dir = tmp_path / "ddp"
     out = launch(["-m", "pipeline", f"recipe={recipe}", "debug=smoke", "method=lora", "trainer.num_train_epochs=1",
@@ -43,7 +43,7 @@ def test_gradient_accumulation_trains_like_one_large_batch(recipe, tmp_path):
     """16 samples per step as one batch or as 2 accumulated micro-batches of 8 give the same weights after 3 steps
     (dropout 0, random order: the same samples per step). transformers 5 would skip the division by the accumulation
     steps for this model (its forward takes **kwargs, its loss is a plain mean; measured without the fix: weights
-    3.5e-4 apart): pipeline/train.py tells the Trainer it takes no loss kwargs. Token-level plain means (T5, BART, NER heads) average
+    3.5e-4 apart): pipeline/training/trainer.py tells the Trainer it takes no loss kwargs. Token-level plain means (T5, BART, NER heads) average
     per micro-batch, so their accumulated steps weight tokens per micro-batch: close, not exact."""
     import torch
     from safetensors.torch import load_file

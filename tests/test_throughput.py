@@ -1,4 +1,4 @@
-"""MFU arithmetic (pipeline/flops.py, peaks.py, throughput.py): model FLOPs equal torch's FLOP counter, the meter
+"""MFU arithmetic (pipeline/training/flops.py, peaks.py, throughput.py): model FLOPs equal torch's FLOP counter, the meter
 counts this process's steps of this session only (not the Trainer's rank-summed, resume-inclusive total_flos), the
 peak is the one of the dtype the run trains in, GPU names match exactly."""
 
@@ -11,8 +11,9 @@ import pytest
 import torch
 import transformers as tf
 
-from pipeline import peaks, throughput
-from pipeline.flops import FlopPlan
+from pipeline.training import peaks
+from pipeline.training import throughput
+from pipeline.training.flops import FlopPlan
 
 B, S, T = 3, 17, 9
 
@@ -197,7 +198,7 @@ def test_given_peak_overrides_and_zero_turns_mfu_off():
 
 @pytest.mark.parametrize("value, expected", [(None, None), ("auto", None), (0, 0.0), (1.5e12, 1.5e12)])
 def test_trainer_peak_flops_key_accepts_auto_zero_and_numbers(value, expected):
-    from pipeline.train import peak_flops
+    from pipeline.training.trainer import peak_flops
 
     assert peak_flops(value) == expected
 
@@ -205,7 +206,7 @@ def test_trainer_peak_flops_key_accepts_auto_zero_and_numbers(value, expected):
 @pytest.mark.parametrize("value", ["fast", -1, [1]])
 def test_trainer_peak_flops_key_refuses_other_values_with_one_line(value):
     from pipeline.errors import ConfigError
-    from pipeline.train import peak_flops
+    from pipeline.training.trainer import peak_flops
 
     with pytest.raises(ConfigError, match="trainer.peak_flops"):
         peak_flops(value)

@@ -60,7 +60,7 @@ def test_bad_language_settings_are_one_line_errors_before_data_work():
 
 
 def test_an_encoder_model_is_refused_before_any_data_work():
-    from pipeline.check import validate
+    from pipeline.stages.check import validate
     from pipeline.errors import ModelError
 
     with pytest.raises(ModelError, match="cannot do task=translation; use an encoder-decoder") as e:

@@ -200,7 +200,7 @@ class OptunaSweeper(Sweeper):
         from omegaconf import OmegaConf
         from optuna.trial import TrialState
 
-        from pipeline.paths import write_json_atomic
+        from pipeline.util.paths import write_json_atomic
 
         trials = [{"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
                    "run_dir": t.user_attrs.get("run_dir"),

@@ -4,11 +4,11 @@
 - jobs with several tasks (``tasks_per_node`` x ``nodes``) start their ranks like torchrun would (RANK, WORLD_SIZE,
   MASTER_ADDR... from submitit's job environment), so one run directory is shared and rank 0 writes;
 - preemption / time-out: the job saves a checkpoint at the end of the current step, and the resubmission that
-  submitit requeues carries ``resume=auto`` when a complete checkpoint exists (pipeline/cluster.py): the same run
+  submitit requeues carries ``resume=auto`` when a complete checkpoint exists (pipeline/infra/cluster.py): the same run
   directory, continued explicitly; a job with no checkpoint yet starts fresh;
 - the sweep directory is fixed once (a requeued job resolves no new timestamp), and ``launch`` waits for every job
   before it returns, so the end-of-sweep report sees them all; a job that died without a result is logged and
-  counted (pipeline/sweep.py), not raised, so the other jobs' results and the report still come.
+  counted (pipeline/infra/sweep.py), not raised, so the other jobs' results and the report still come.
 
 Plugin discovery imports this module at every start: only light imports here (submitit and the pipeline's job-side
 modules load inside the methods).
@@ -24,7 +24,7 @@ from hydra.core.utils import JobReturn, JobStatus
 
 try:
     from hydra_plugins.hydra_submitit_launcher import submitit_launcher as _upstream
-except ImportError:  # the cluster extra is not installed: pipeline/sweep.py says how to install it
+except ImportError:  # the cluster extra is not installed: pipeline/infra/sweep.py says how to install it
     _upstream = None
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,9 @@ if _upstream is not None:
             from hydra.core.utils import run_job, setup_globals
             from omegaconf import open_dict
 
-            from pipeline import cluster, distributed
-            from pipeline.sweep import quiet_schema_notice
+            from pipeline.infra import cluster
+            from pipeline.infra import distributed
+            from pipeline.infra.sweep import quiet_schema_notice
 
             quiet_schema_notice()
             ranks = cluster.job_environment()  # several tasks: RANK / WORLD_SIZE / MASTER_* as torchrun sets them
@@ -71,10 +72,10 @@ if _upstream is not None:
 
         def checkpoint(self, sweep_overrides: list[str], *args: Any, **kwargs: Any) -> Any:
             """submitit's resubmission on preemption / time-out: the same job, plus ``resume=auto`` when its run
-            directory holds a complete checkpoint (the one pipeline/cluster.py has just saved)."""
+            directory holds a complete checkpoint (the one pipeline/infra/cluster.py has just saved)."""
             import submitit
 
-            from pipeline.resume import newest_complete
+            from pipeline.infra.resume import newest_complete
 
             overrides = list(sweep_overrides)
             if self._run_dir and newest_complete(Path(self._run_dir)) and not any(map(_resume_key, overrides)):
@@ -84,7 +85,7 @@ if _upstream is not None:
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
             from omegaconf import open_dict, read_write
 
-            from pipeline import sweep
+            from pipeline.infra import sweep
 
             with read_write(self.config.hydra), open_dict(self.config.hydra):
                 # ${now:...} resolved once: a requeued job must find the same sweep (and so run) directory

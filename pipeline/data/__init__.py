@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import logging
 
+import datasets
+
 from pipeline.data.readers import data_files, infer_source, read_conll, read_files, read_hub
+from pipeline.data.synthetic import generate
 from pipeline.errors import DataError
 
 log = logging.getLogger("pipeline")
@@ -18,13 +21,11 @@ SPLIT_ALIASES = {"valid": "validation", "dev": "validation", "val": "validation"
 def load_raw(cfg, task, seed: int):
     """Read ``cfg.data`` for ``task``: canonical columns, three splits, caps applied, unusable rows dropped.
     Returns (DatasetDict, {split: {reason: rows dropped}})."""
-    import datasets
-
-    source = infer_source(cfg, task)
+    source = str(cfg.source)
+    if source == "auto":  # a run's config holds the source stages/resolve chose; direct callers may pass auto
+        source = infer_source(cfg, task)
     _log_source(cfg, source)
     if source == "synthetic":
-        from pipeline.data.synthetic import generate
-
         ds = generate(task, cfg.synthetic, seed)
     elif source == "hub":
         if not cfg.get("path"):
@@ -66,8 +67,6 @@ def _log_source(cfg, source: str) -> None:
 
 def _class_names(feature):
     """Label names of a ClassLabel column or of a list-of-ClassLabel column, else None."""
-    import datasets
-
     if isinstance(feature, datasets.ClassLabel):
         return feature.names
     inner = getattr(feature, "feature", None)
@@ -78,8 +77,6 @@ def _class_names(feature):
 
 def _canonical_columns(ds, wanted: tuple, optional: tuple, mapping: dict):
     """Select and rename the task's columns; class-id columns (hub datasets) become their names."""
-    import datasets
-
     out = {}
     for split, d in ds.items():
         renames = {}
@@ -111,8 +108,6 @@ def _canonical_columns(ds, wanted: tuple, optional: tuple, mapping: dict):
 
 
 def _complete_splits(ds, cfg, seed: int):
-    import datasets
-
     if "train" not in ds:
         raise DataError(f"no train split in the data (found {list(ds)}); give data.train_file=...")
     ds, n = datasets.DatasetDict(ds), len(ds["train"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pipeline.errors import DataError
+
 
 def drop_rows(d, columns, keep, reason: str):
     """(``d`` without the rows for which ``keep(row)`` is false, {reason: number dropped}). Only ``columns`` are read."""
@@ -20,8 +22,6 @@ def drop_rows(d, columns, keep, reason: str):
 
 def string_lists(d, split: str, columns) -> None:
     """Each of ``columns`` must hold lists of strings (a list-of-int column is a label-id file without names)."""
-    from pipeline.errors import DataError
-
     for col in columns:
         inner = getattr(d.features[col], "feature", None)
         if getattr(inner, "dtype", None) not in ("string", "large_string", "null"):  # null: all empty

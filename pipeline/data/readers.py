@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.config import unescape
+import datasets
+
 from pipeline.errors import DataError
+from pipeline.util.text import unescape
 
 SPLIT_KEYS = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
 EXTENSIONS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".txt": "text", ".conll": "conll", ".iob": "conll"}
@@ -84,8 +86,6 @@ def _gen_rows(rows):
 
 
 def read_conll(cfg, files: dict):
-    import datasets
-
     out = {}
     for split, path in files.items():
         try:
@@ -102,8 +102,6 @@ def read_conll(cfg, files: dict):
 
 def read_files(kind: str, cfg, files: dict):
     """One ``load_dataset`` per split: splits may carry different extra columns (DialogSum's test has summary2..)."""
-    import datasets
-
     kwargs = {"sample_by": cfg.text.sample_by} if kind == "text" else {}
     kwargs["encoding"] = "utf-8-sig"  # a byte-order mark is stripped (the text reader would keep it in the text)
     out = {}
@@ -120,8 +118,6 @@ def read_files(kind: str, cfg, files: dict):
 
 
 def read_hub(cfg):
-    import datasets
-
     try:
         ds = datasets.load_dataset(cfg.path, cfg.get("config_name"), revision=cfg.get("revision"))
     except Exception as e:

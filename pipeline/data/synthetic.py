@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import random
 
+import datasets
+
 FIRST = ["Angela", "John", "Maria", "Li", "Ahmed", "Sofia", "Pierre", "Yuki", "Carlos", "Anna", "David", "Fatima",
          "Ivan", "Grace", "Omar", "Elena", "Kofi", "Hannah", "Raj", "Lucia", "Tomas", "Amara", "Kenji", "Nadia",
          "Felix", "Ingrid", "Mateo", "Zara"]
@@ -49,8 +51,6 @@ def name(rng, split: str) -> str:
 def generate(task, sizes, seed: int):
     """DatasetDict with train / validation / test rows of ``task.synthetic_row``; identical for the same seed and
     sizes."""
-    import datasets
-
     splits = {}
     for split in ("train", "validation", "test"):
         rng = random.Random(f"{task.name}-{seed}-{split}")

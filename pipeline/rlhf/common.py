@@ -4,12 +4,23 @@ step's model as a plain reloadable folder (LoRA merged) on the main process only
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
+import torch
+from accelerate import PartialState
 from omegaconf import OmegaConf
+from peft import PeftModel
+from transformers import AutoConfig, AutoTokenizer
+from trl import DPOConfig, GRPOConfig, KTOConfig, RewardConfig, RLOOConfig
 
 from pipeline.errors import ConfigError, ModelError
-
+from pipeline.families import FAMILIES, get_family
+from pipeline.infra.distributed import is_main, training_fields
+from pipeline.models.methods import method_kind
+from pipeline.models.methods import peft_config as method_peft_config
+from pipeline.training.trainer import resolve_auto
+from pipeline.util.paths import publish_dir
 
 # TrainingArguments fields taken over from the run's trainer group (precision, logging, loader); the rest of
 # cfg.trainer (epochs, eval/save strategy, best-model selection) belongs to the supervised stage.
@@ -17,36 +28,23 @@ SHARED_TRAINER_FIELDS = ("bf16", "tf32", "disable_tqdm", "dataloader_num_workers
                          "lr_scheduler_type")
 
 
-def main_process() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
-
-
 def wait_for_everyone() -> None:
-    from accelerate import PartialState
-
     PartialState().wait_for_everyone()
 
 
 def _cuda() -> bool:
-    import torch
-
     return torch.cuda.is_available()
 
 
 def trl_args(config_class, fields, cfg, out_dir: Path, **extra):
     """``config_class`` (a TRL config) from the run's shared trainer fields, ``fields`` (a cfg.rlhf trainer block)
     and ``extra``; no checkpoints, no evaluation during training (the stage evaluates before and after itself)."""
-    from pipeline.train import resolve_auto
-
     base = resolve_auto({k: cfg.trainer[k] for k in SHARED_TRAINER_FIELDS if cfg.trainer.get(k) is not None})
     user = OmegaConf.to_container(fields, resolve=True) if not isinstance(fields, dict) else dict(fields)
     kwargs = {**base, "output_dir": str(out_dir / "checkpoints"), "seed": int(cfg.seed), "report_to": "none",
               "save_strategy": "no", "eval_strategy": "no", "dataloader_pin_memory": _cuda(),
               "activation_checkpointing": bool(cfg.trainer.get("activation_checkpointing") or False),
               "logging_steps": 10, **user, **extra}
-    from pipeline.distributed import training_fields
 
     kwargs = training_fields(kwargs)  # several CPU processes: use_cpu=True (gloo DDP), no unused-parameter search
     # learning_rate is the effective one: pipeline/config.py applied method.lr_scale (LoRA) when resolving the config
@@ -62,28 +60,22 @@ def policy_config(cfg, out_dir: Path, max_length: int | None = None):
     """The TRL config of the policy step (rlhf.algorithm) with the stage's settings."""
     rl, algorithm = cfg.rlhf, str(cfg.rlhf.algorithm)
     if algorithm in ("grpo", "rloo"):
-        from trl import GRPOConfig, RLOOConfig
-
         g = rl.generation
         return trl_args(GRPOConfig if algorithm == "grpo" else RLOOConfig, rl.trainer, cfg, out_dir,
                         beta=float(rl.beta), num_generations=int(g.num_generations),
                         max_completion_length=int(g.max_completion_length), temperature=float(g.temperature))
     if algorithm == "dpo":
-        from trl import DPOConfig as config_class
+        config_class = DPOConfig
     elif algorithm == "kto":
-        from trl import KTOConfig as config_class
+        config_class = KTOConfig
     else:
-        import os
-
-        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-        from trl.experimental.orpo import ORPOConfig as config_class
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # trl.experimental warns when imported
+        from trl.experimental.orpo import ORPOConfig as config_class  # imported only for ORPO: see the line above
     return trl_args(config_class, rl.trainer, cfg, out_dir, beta=float(rl.beta),
                     max_length=int(max_length or rl.max_length))
 
 
 def reward_config(cfg, out_dir: Path, max_length: int | None = None, eos_token: str | None = None):
-    from trl import RewardConfig
-
     extra = {"eos_token": eos_token} if eos_token else {}
     return trl_args(RewardConfig, cfg.rlhf.reward.trainer, cfg, out_dir, max_length=int(max_length or
                                                                                        cfg.rlhf.max_length), **extra)
@@ -101,8 +93,6 @@ def trl_configs(cfg, run_dir: Path) -> None:
 
 def uses_peft(cfg) -> bool:
     """method=full -> False; LoRA-type methods -> True; other methods are refused for the RLHF stage."""
-    from pipeline.methods import method_kind
-
     m = cfg.method
     kind = method_kind(m)
     if kind == "full":
@@ -117,18 +107,12 @@ def peft_config(cfg, family_name: str, task_type: str):
     ``task_type`` (CAUSAL_LM for the policy, SEQ_CLS for the reward model: its score head trains and is saved)."""
     if not uses_peft(cfg):
         return None
-    from pipeline.families import get_family
-    from pipeline.methods import peft_config as method_peft_config
 
     return method_peft_config(cfg.method, get_family(family_name), task_type, (), total_steps=None)
 
 
 def family_of(path: str) -> str:
     """The pipeline family of a saved model (config.model_type)."""
-    from transformers import AutoConfig
-
-    from pipeline.families import FAMILIES
-
     try:
         model_type = AutoConfig.from_pretrained(path).model_type
     except Exception as e:
@@ -141,8 +125,6 @@ def family_of(path: str) -> str:
 
 def load_tokenizer(path: str, padding_side: str = "right"):
     """Tokenizer of a saved model; GPT-2-style tokenizers get pad = EOS."""
-    from transformers import AutoTokenizer
-
     try:
         tok = AutoTokenizer.from_pretrained(path)
     except Exception as e:
@@ -162,8 +144,6 @@ def check_model_dir(path: str, what: str) -> str:
 
 def plain_model(model):
     """A model without PEFT wrappers: LoRA merged into a copy (the trainer's model is left as it is)."""
-    from peft import PeftModel
-
     if isinstance(model, PeftModel):
         return copy.deepcopy(model).merge_and_unload()
     return model
@@ -171,9 +151,7 @@ def plain_model(model):
 
 def save_model(model, tokenizer, out_dir: Path) -> str:
     """Write ``out_dir`` (weights + tokenizer, LoRA merged) on the main process, swapped in when complete."""
-    from pipeline.paths import publish_dir
-
-    if main_process():
+    if is_main():
         partial = out_dir.with_name(f".{out_dir.name}.partial")
         partial.parent.mkdir(parents=True, exist_ok=True)
         plain_model(model).save_pretrained(str(partial))

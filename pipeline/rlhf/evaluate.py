@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.rlhf.common import main_process
+import torch
+from accelerate import PartialState
+
+from pipeline.infra.distributed import is_main
+from pipeline.tasks.chat_format import stop_ids
 
 
 def _device():
-    from accelerate import PartialState
-
     return PartialState().device
 
 
@@ -28,10 +30,6 @@ def truncate_prompts(prompts: list[str], tok, max_tokens: int) -> list[str]:
 def generate(model, tok, prompts: list[str], max_new_tokens: int, temperature: float, batch_size: int, seed: int):
     """Sampled completions: list of (prompt_ids, completion_ids up to and including the first stop token (the chat
     template's end of turn, EOS), completion text)."""
-    import torch
-
-    from pipeline.tasks.chat_format import stop_ids
-
     stops = stop_ids(tok) if tok.chat_template else [tok.eos_token_id]
     model.eval()
     device = _device()
@@ -59,8 +57,6 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, temperature: f
 
 def completion_logprobs(model, pairs_of_ids, batch_size: int = 16) -> list[float]:
     """Sum of log p(completion token | prefix) for each (prompt_ids, completion_ids)."""
-    import torch
-
     model.eval()
     device = _device()
     model.to(device)
@@ -129,7 +125,7 @@ def sample_and_score(policy, ref, tok, prompts, ecfg, temperature: float, seed: 
 
 def write_generations(path: Path, before: list[dict], after: list[dict]) -> None:
     """One line per held-out prompt: the completion (and reward) before and after the RLHF step."""
-    if not main_process():
+    if not is_main():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:

@@ -7,9 +7,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import datasets
+import torch
+from transformers import AutoModelForCausalLM
+from trl import DPOTrainer, GRPOTrainer, KTOTrainer, RLOOTrainer
+
 from pipeline.errors import ConfigError
 from pipeline.rlhf import evaluate as ev
 from pipeline.rlhf.common import family_of, load_tokenizer, peft_config, policy_config, save_model, unwrap
+from pipeline.rlhf.preference import fit_pairs, prompts_only
 
 log = logging.getLogger("pipeline.rlhf")
 ONLINE = ("grpo", "rloo")
@@ -17,21 +23,14 @@ OFFLINE = ("dpo", "kto", "orpo")
 
 
 def _online_trainer(algorithm, cfg, policy_path, tok, prompts, scorer, peft, out_dir):
-    if algorithm == "grpo":
-        from trl import GRPOTrainer as Trainer
-    else:
-        from trl import RLOOTrainer as Trainer
-    import datasets
-
-    return Trainer(model=policy_path, reward_funcs=[scorer], args=policy_config(cfg, out_dir),
+    trainer = GRPOTrainer if algorithm == "grpo" else RLOOTrainer
+    return trainer(model=policy_path, reward_funcs=[scorer], args=policy_config(cfg, out_dir),
                    train_dataset=datasets.Dataset.from_dict({"prompt": prompts}), processing_class=tok,
                    peft_config=peft)
 
 
 def kto_rows(pairs):
     """Pairs -> unpaired KTO rows: (prompt, chosen, True) and (prompt, rejected, False)."""
-    import datasets
-
     rows = {"prompt": [], "completion": [], "label": []}
     for p, c, r in zip(pairs["prompt"], pairs["chosen"], pairs["rejected"]):
         rows["prompt"] += [p, p]
@@ -43,14 +42,11 @@ def kto_rows(pairs):
 def _offline_trainer(algorithm, cfg, policy_path, tok, train, peft, out_dir, max_length: int):
     args = policy_config(cfg, out_dir, max_length)
     if algorithm == "dpo":
-        from trl import DPOTrainer
-
         return DPOTrainer(model=policy_path, args=args, train_dataset=train, processing_class=tok, peft_config=peft)
     if algorithm == "kto":
-        from trl import KTOTrainer
-
         return KTOTrainer(model=policy_path, args=args, train_dataset=kto_rows(train), processing_class=tok,
                           peft_config=peft)
+    # trl.experimental warns when imported (policy_config silenced it): imported only for ORPO
     from trl.experimental.orpo import ORPOTrainer
 
     return ORPOTrainer(model=policy_path, args=args, train_dataset=train, processing_class=tok, peft_config=peft)
@@ -62,11 +58,6 @@ def _suffixed(metrics: dict, suffix: str) -> dict:
 
 def train_policy(cfg, prefs, policy_path: str, scorer, out_dir: Path) -> dict:
     """Run rlhf.algorithm on the policy at ``policy_path``; ``scorer`` (a RewardScorer) for grpo / rloo."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from pipeline.data.preference import prompts_only
-
     rl, algorithm, seed = cfg.rlhf, str(cfg.rlhf.algorithm), int(cfg.seed)
     if algorithm not in ONLINE + OFFLINE:
         raise ConfigError(f"rlhf.algorithm={algorithm}: use reward, grpo, rloo, dpo, kto or orpo")
@@ -93,8 +84,6 @@ def train_policy(cfg, prefs, policy_path: str, scorer, out_dir: Path) -> dict:
         train_prompts = ev.truncate_prompts(prompts_only(prefs["train"])["prompt"], tok, max_prompt)
         trainer = _online_trainer(algorithm, cfg, policy_path, tok, train_prompts, scorer, peft, out_dir)
     else:
-        from pipeline.data.preference import fit_pairs
-
         max_length = min(int(rl.max_length), limit)
         train = fit_pairs(prefs["train"], tok, max_length)
         trainer = _offline_trainer(algorithm, cfg, policy_path, tok, train, peft, out_dir, max_length)

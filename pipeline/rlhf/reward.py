@@ -12,8 +12,26 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
+import transformers
+from accelerate import PartialState
+from transformers import AutoModelForSequenceClassification
+from trl import RewardTrainer
+
 from pipeline.errors import ConfigError
-from pipeline.rlhf.common import check_model_dir, load_tokenizer, peft_config, reward_config, save_model, unwrap
+from pipeline.families import get_family
+from pipeline.models.scratch import build_config, train_tokenizer
+from pipeline.rlhf.common import (
+    check_model_dir,
+    family_of,
+    load_tokenizer,
+    peft_config,
+    reward_config,
+    save_model,
+    unwrap,
+)
+from pipeline.rlhf.preference import fit_pairs
+from pipeline.util.paths import resolve_pkg_path
 
 log = logging.getLogger("pipeline.rlhf")
 
@@ -29,17 +47,12 @@ class RewardScorer:
 
     @classmethod
     def load(cls, path: str, max_length: int):
-        from transformers import AutoModelForSequenceClassification
-
         tok = load_tokenizer(path)
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
         model.config.pad_token_id = tok.pad_token_id
         return cls(model, tok, max_length)
 
     def scores(self, texts: list[str]) -> list[float]:
-        import torch
-        from accelerate import PartialState
-
         device = PartialState().device
         self.model.to(device)
         out = []
@@ -67,16 +80,8 @@ class RewardScorer:
 
 def build(rcfg, cfg, policy_path: str | None, prefs):
     """(model, tokenizer, family) of the reward model before training, from rlhf.reward.init."""
-    import transformers
-
-    from pipeline.families import get_family
-    from pipeline.paths import resolve_pkg_path
-    from pipeline.rlhf.common import family_of
-
     auto = transformers.AutoModelForSequenceClassification
     if rcfg.init == "scratch":
-        from pipeline.scratch import build_config, train_tokenizer
-
         family = get_family(rcfg.family)
         texts = (t for split in prefs.values() for col in ("prompt", "chosen", "rejected") for t in split[col])
         tok = train_tokenizer(family, texts, int(cfg.model.scratch.vocab_size))
@@ -105,8 +110,6 @@ def build(rcfg, cfg, policy_path: str | None, prefs):
 
 def train_reward(cfg, prefs, policy_path: str | None, out_dir: Path) -> tuple[str, dict]:
     """Train, evaluate on the held-out pairs before and after, save to ``out_dir/model``. Returns (path, metrics)."""
-    from trl import RewardTrainer
-
     rl = cfg.rlhf
     model, tok, family = build(rl.reward, cfg, policy_path, prefs)
     max_length = int(rl.max_length)
@@ -114,7 +117,6 @@ def train_reward(cfg, prefs, policy_path: str | None, out_dir: Path) -> tuple[st
         max_length = min(max_length, int(model.config.max_position_embeddings))
     args = reward_config(cfg, out_dir, max_length, eos_token=tok.eos_token or tok.sep_token)
     before = RewardScorer(model, tok, max_length).pair_accuracy(prefs["test"])
-    from pipeline.data.preference import fit_pairs
 
     train = fit_pairs(prefs["train"], tok, max_length)  # long prompts keep their end instead of being dropped
     trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tok,

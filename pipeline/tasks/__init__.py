@@ -1,6 +1,9 @@
 """Tasks: the main axis of variation. A task is one module here (a ``Task`` subclass named by ``TASK_CLASS``) plus
 ``conf/task/<name>.yaml``; modules are found by listing this package, so adding a task edits nothing else. Stages
-and commands ask the task object (``get_task(cfg)``) and never branch on its name."""
+and commands ask the task object (``get_task(cfg)``) and never branch on its name.
+
+Task modules import torch, transformers and trl inside the methods that use them: listing the tasks imports every
+task module (``finetune-predict`` of any run, the config checks), and those packages cost seconds to import."""
 
 from __future__ import annotations
 

@@ -6,14 +6,18 @@ module, ``pipeline/tasks/<name>.py``, plus ``conf/task/<name>.yaml``. ``docs/add
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass
+
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+
+from pipeline.data.checks import drop_rows
 
 
 def batches(items: list, size: int, progress: bool, desc: str):
     """``items`` in chunks of ``size``, with a progress bar on stderr when there are several (inference)."""
-    from tqdm.auto import tqdm
-
     starts = range(0, len(items), size)
     bar = tqdm(starts, desc=desc, unit="batch", disable=not progress or len(starts) < 2, file=sys.stderr)
     for i in bar:
@@ -72,16 +76,12 @@ class Task:
     _STATE_GROUPS = ("task", "model", "data", "seed", "do_eval")
 
     def __getstate__(self):
-        from omegaconf import OmegaConf
-
         state = {k: v for k, v in self.__dict__.items() if k not in ("cfg", "tcfg")}
         state["cfg"] = {k: OmegaConf.to_container(self.cfg[k], resolve=True) if OmegaConf.is_config(self.cfg[k])
                         else self.cfg[k] for k in self._STATE_GROUPS if k in self.cfg}
         return state
 
     def __setstate__(self, state):
-        from omegaconf import OmegaConf
-
         self.__dict__.update(state)
         self.cfg = OmegaConf.create(state["cfg"])
         self.tcfg = self.cfg.task
@@ -103,8 +103,6 @@ class Task:
         """Check and filter one raw split: returns (dataset, {reason: rows dropped}). Malformed data that cannot be
         fixed by dropping rows raises DataError. Default: rows whose canonical columns are not non-empty strings are
         dropped."""
-        from pipeline.data.checks import drop_rows
-
         return drop_rows(d, self.columns, lambda row: all(isinstance(row[c], str) and row[c].strip()
                                                           for c in self.columns), "empty or non-string text")
 
@@ -124,8 +122,6 @@ class Task:
     def cut_counts(self, tokenized):
         """(``tokenized`` without its ``_cut_*`` columns, {split: {"task.<key>": examples cut}}); each count is
         warned about and goes to metrics.json ``data_truncated``."""
-        import logging
-
         counts = {}
         for split, d in tokenized.items():
             cols = [c for c in d.column_names if c.startswith(CUT)]
@@ -207,8 +203,6 @@ class Task:
     def generation_settings(self, overrides: dict | None = None) -> dict:
         """The task's ``generation`` block with command-line overrides (None values ignored); greedy / beam search
         drops the sampling knobs (transformers warns about them)."""
-        from omegaconf import OmegaConf
-
         block = self.tcfg.generation if "generation" in self.tcfg else {}
         gen = OmegaConf.to_container(block, resolve=True) if not isinstance(block, dict) else dict(block)
         gen.update({k: v for k, v in (overrides or {}).items() if v is not None})

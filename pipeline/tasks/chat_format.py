@@ -19,9 +19,13 @@ token.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from pipeline.errors import ConfigError, DataError
 from pipeline.tasks.base import batches
+from pipeline.util.paths import CONF_DIR
 
 log = logging.getLogger("pipeline")
 
@@ -116,12 +120,6 @@ def example(row: dict, forced: str, where: str) -> Example:
 # -- chat templates ----------------------------------------------------------------------------------------------
 def load_template(name: str) -> dict:
     """conf/chat_template/<name>.yaml (or a path to such a file): {template, special_tokens}."""
-    from pathlib import Path
-
-    from omegaconf import OmegaConf
-
-    from pipeline.paths import CONF_DIR
-
     path = Path(name).expanduser() if str(name).endswith((".yaml", ".yml")) else CONF_DIR / "chat_template" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (CONF_DIR / "chat_template").glob("*.yaml"))

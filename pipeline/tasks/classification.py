@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import datasets
 from omegaconf import MISSING
 
 from pipeline.data import synthetic as gen
+from pipeline.data.checks import drop_rows
 from pipeline.errors import ConfigError, DataError
+from pipeline.metrics import load_metric
 from pipeline.tasks import base
 from pipeline.tasks.base import Task, batches
 
@@ -96,8 +99,6 @@ class ClassificationTask(Task):
     def raw_rows(self, split, d):
         """Remember the class names of a ClassLabel label column (hub datasets; the data stage turns ids into these
         names): they fix the id order. A row without a label (id -1, e.g. GLUE's test splits) is an error."""
-        import datasets
-
         col = dict(self.cfg.data.get("columns") or {}).get("label", "label")
         feature = d.features.get(col) if col in d.column_names else None
         if isinstance(feature, datasets.ClassLabel):
@@ -112,9 +113,6 @@ class ClassificationTask(Task):
     def clean(self, split, d):
         """Labels must be strings, integers or booleans (floats: regression is not supported); rows with an empty
         text (text pair) or no label are dropped and counted. Labels become their string form."""
-        import datasets
-
-        from pipeline.data.checks import drop_rows
 
         dtype = getattr(d.features["label"], "dtype", None)
         if dtype not in ("string", "large_string", "bool", "null") and not str(dtype).startswith(("int", "uint")):
@@ -163,8 +161,6 @@ class ClassificationTask(Task):
                          max_length=max_length)
 
     def preprocess(self, raw, tokenizer, model):
-        import datasets
-
         label2id, max_len = self.label2id, int(self.tcfg.max_length)
 
         def encode(batch):
@@ -190,8 +186,6 @@ class ClassificationTask(Task):
         return argmax
 
     def compute_metrics(self, tokenizer):
-        from pipeline.metrics import load_metric
-
         metric, names = load_metric("accuracy_f1"), list(self.labels)
 
         def compute(eval_pred):

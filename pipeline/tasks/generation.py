@@ -9,11 +9,14 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+import datasets
 from omegaconf import MISSING
 
 from pipeline.data import synthetic as gen
 from pipeline.errors import ConfigError, DataError
-from pipeline.tasks import base, chat_format as cf, packing
+from pipeline.metrics import load_metric
+from pipeline.tasks import base, packing
+from pipeline.tasks import chat_format as cf
 from pipeline.tasks.base import Task
 
 log = logging.getLogger("pipeline")
@@ -164,8 +167,6 @@ class GenerationTask(Task):
 
     # -- preprocessing -----------------------------------------------------------------------------------------
     def preprocess(self, raw, tokenizer, model):
-        import datasets
-
         eos, block = tokenizer.eos_token_id, self.block_size(model)
         if eos is None:
             raise DataError(f"tokenizer of {self.cfg.model.name_or_path} has no EOS token to end examples")
@@ -241,8 +242,6 @@ class GenerationTask(Task):
         return packing.token_loss_sums
 
     def postprocess_metrics(self, metrics, prefix):
-        from pipeline.metrics import load_metric
-
         loss = metrics.get(f"{prefix}_response_loss", metrics.get(f"{prefix}_loss"))
         if loss is not None and math.isfinite(loss):
             ppl = load_metric("perplexity").compute(losses=[loss], weights=[1])["perplexity"]

@@ -3,6 +3,7 @@ with SQuAD exact match / F1 of the generated text against every reference answer
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,8 +59,6 @@ class GenerativeQaTask(qa_common.SplitsKept, Seq2SeqTask):
 
     def count_unreadable(self, raw, tokenizer) -> dict:
         """{split: questions whose (first) answer ends beyond ``task.max_source_length`` tokens of the input}."""
-        import logging
-
         template, limit, out = str(self.tcfg.source_template), int(self.tcfg.max_source_length), {}
         head = template[:template.index("{context}")]
         for split, d in raw.items():

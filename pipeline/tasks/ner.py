@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from omegaconf import MISSING
 
 from pipeline.data import synthetic as gen
+from pipeline.data.checks import drop_rows, string_lists
 from pipeline.errors import DataError
+from pipeline.metrics import load_metric
 from pipeline.tasks import base
 from pipeline.tasks.base import Task, batches
 
@@ -95,8 +97,6 @@ class NerTask(Task):
     def clean(self, split, d):
         """Words and tags must be lists of strings of equal length (an error naming the row otherwise); rows with a
         missing (null) word or tag and empty sentences are dropped and counted."""
-        from pipeline.data.checks import drop_rows, string_lists
-
         string_lists(d, split, self.columns)
         d, missing = drop_rows(d, self.columns, lambda row: all(row[c] is not None and None not in row[c]
                                                                  for c in self.columns), "missing tokens or tags")
@@ -158,8 +158,6 @@ class NerTask(Task):
         return preds, refs
 
     def compute_metrics(self, tokenizer):
-        from pipeline.metrics import load_metric
-
         seqeval = load_metric("seqeval")
 
         def compute(eval_pred):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pipeline.data import synthetic as gen
 from pipeline.errors import DataError
+from pipeline.metrics import load_metric
 
 COLUMNS = ("question", "context", "answers")
 INPUT_ALIASES = {"question": ("text", "query"), "context": ("passage", "document")}
@@ -97,8 +98,6 @@ def references(raw_split) -> list[list[str]]:
 
 
 def squad_scores(predictions: list[str], refs: list[list[str]]) -> dict:
-    from pipeline.metrics import load_metric
-
     return load_metric("squad").compute(predictions=predictions, references=refs)
 
 

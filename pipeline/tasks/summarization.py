@@ -8,6 +8,7 @@ from omegaconf import MISSING
 
 from pipeline.data import synthetic as gen
 from pipeline.families import get_family
+from pipeline.metrics import load_metric
 from pipeline.tasks import seq2seq
 from pipeline.tasks.seq2seq import Seq2SeqTask
 
@@ -47,8 +48,6 @@ class SummarizationTask(Seq2SeqTask):
         return list(batch["summary"])
 
     def score(self, predictions, references):
-        from pipeline.metrics import load_metric
-
         return load_metric("rouge").compute(predictions=predictions, references=references)
 
     def sample_row(self, row, generated):

@@ -15,6 +15,7 @@ from omegaconf import MISSING
 from pipeline.data import synthetic as gen
 from pipeline.errors import ConfigError, DataError
 from pipeline.families import get_family
+from pipeline.metrics import load_metric
 from pipeline.tasks import seq2seq
 from pipeline.tasks.seq2seq import Seq2SeqTask
 
@@ -153,8 +154,6 @@ class TranslationTask(Seq2SeqTask):
         return [str(t) for t in batch[self.columns[1]]]
 
     def score(self, predictions, references):
-        from pipeline.metrics import load_metric
-
         return load_metric("sacrebleu").compute(predictions=predictions, references=references)
 
     def sample_row(self, row, generated):

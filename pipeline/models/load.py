@@ -1,0 +1,119 @@
+"""Model stage: tokenizer + model for the task, from a hub id, a local path, or built from config (scratch)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import transformers
+from transformers import AutoTokenizer
+
+from pipeline.errors import ModelError
+from pipeline.families import check_model_type, get_family
+from pipeline.models import methods
+from pipeline.models.scratch import build_config, train_tokenizer
+from pipeline.util.paths import resolve_pkg_path
+
+log = logging.getLogger(__name__)
+
+
+def _load_error(name: str, e: Exception) -> ModelError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    if os.path.sep in name or name.startswith("."):
+        why = "no such directory" if not os.path.exists(name) else f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        return ModelError(f"model.name_or_path={name}: cannot load ({why}); give a directory holding config.json")
+    why = "offline (HF_HUB_OFFLINE=1) and not in the local cache" if offline else str(e).splitlines()[0][:160]
+    return ModelError(f"model.name_or_path={name}: cannot load from the Hub ({why}); use a local path, "
+                      f"model=minilm-offline, or model.init=scratch")
+
+
+def load_tokenizer(mcfg, task):
+    family = get_family(mcfg.family)
+    path = resolve_pkg_path(mcfg.name_or_path)
+    kwargs = {"revision": mcfg.revision, "trust_remote_code": bool(mcfg.trust_remote_code)}
+    if family.add_prefix_space and task.pretokenized:
+        kwargs["add_prefix_space"] = True  # byte-level BPE with pre-split words
+    try:
+        return AutoTokenizer.from_pretrained(path, **kwargs)
+    except Exception as e:
+        raise _load_error(str(mcfg.name_or_path), e) from e
+
+
+def named_tokenizer(mcfg, task):
+    """init=scratch with a named model: that model's tokenizer when it loads without the network (a local folder, a
+    cached hub id), else None (a tokenizer is trained on the data)."""
+    if not mcfg.get("name_or_path"):
+        return None
+
+    family = get_family(mcfg.family)
+    kwargs = {"add_prefix_space": True} if family.add_prefix_space and task.pretokenized else {}
+    try:
+        tok = AutoTokenizer.from_pretrained(os.path.expanduser(resolve_pkg_path(str(mcfg.name_or_path))),
+                                            revision=mcfg.revision, local_files_only=True,
+                                            trust_remote_code=bool(mcfg.trust_remote_code), **kwargs)
+    except Exception as e:  # not at hand offline: train one, as without a name
+        log.info("model.init=scratch: the tokenizer of %s is not loadable here (%s); training one on the data",
+                 mcfg.name_or_path, type(e).__name__)
+        return None
+    log.info("model.init=scratch: a tiny %s from config with the tokenizer of %s (%d tokens)", family.name,
+             mcfg.name_or_path, len(tok))
+    return tok
+
+
+def load(cfg, task, raw):
+    """Returns (tokenizer, model). ``task.prepare(raw)`` must have run (label maps)."""
+    mcfg = cfg.model
+    family = get_family(mcfg.family)
+    auto = getattr(transformers, task.auto_class)
+    if mcfg.trust_remote_code:
+        log.warning("trust_remote_code=true: code from %s will run", mcfg.name_or_path)
+    common = {"attn_implementation": mcfg.attn_implementation} if mcfg.attn_implementation else {}
+    if mcfg.init == "scratch":
+        tokenizer = named_tokenizer(mcfg, task)
+        if tokenizer is None:
+            tokenizer = train_tokenizer(family, task.tokenizer_corpus(raw), int(mcfg.scratch.vocab_size))
+        config = build_config(family, tokenizer, dict(mcfg.scratch), task.model_kwargs())
+        transformers.set_seed(int(cfg.seed))  # right before every construction: the same weights for the same seed
+        model = _with_attn_fallback(lambda **kw: auto.from_config(config, **kw), common)
+    elif mcfg.init == "pretrained":
+        tokenizer = load_tokenizer(mcfg, task)
+        path = resolve_pkg_path(mcfg.name_or_path)
+        try:
+            config = transformers.AutoConfig.from_pretrained(path, revision=mcfg.revision,
+                                                             trust_remote_code=bool(mcfg.trust_remote_code))
+        except Exception as e:
+            raise _load_error(str(mcfg.name_or_path), e) from e
+        check_model_type(family, config.model_type, mcfg.name_or_path)
+        kwargs = dict(revision=mcfg.revision, trust_remote_code=bool(mcfg.trust_remote_code),
+                      dtype=mcfg.dtype or None, **task.model_kwargs(),
+                      use_safetensors=None if mcfg.get("allow_pickle_weights") else True)  # no unpickling
+        kwargs.update(methods.load_kwargs(cfg.method))  # QLoRA: 4-bit base (check refused it without CUDA)
+        if task.replaces_head:
+            kwargs["ignore_mismatched_sizes"] = True  # a checkpoint's own task head is replaced by ours
+        transformers.set_seed(int(cfg.seed))  # the new task head's initial weights: the same for the same seed
+        model = _with_attn_fallback(lambda **kw: auto.from_pretrained(path, **kwargs, **kw), common)
+    else:
+        raise ModelError(f"model.init={mcfg.init}: use pretrained or scratch")
+    _ensure_pad_token(tokenizer, model)
+    return tokenizer, model
+
+
+def _with_attn_fallback(build, common):
+    try:
+        return build(**common)
+    except (ValueError, ImportError) as e:
+        if "attn" not in str(e).lower() and "attention" not in str(e).lower():
+            raise
+        log.info("attn_implementation=%s not supported here (%s); using the default", common, e)
+        return build()
+
+
+def _ensure_pad_token(tokenizer, model):
+    """GPT-2-style tokenizers have no pad token. Padding is only used for batched generation / eval here (causal-LM
+    training packs full blocks), so pad = EOS is safe: EOS labels are never masked as padding."""
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id

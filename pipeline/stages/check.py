@@ -1,0 +1,122 @@
+"""The check stage's checks, before any heavy work: each failure is one line saying what and how to fix.
+
+``validate(cfg)``: the config alone (cross-field; pipeline/stages/resolve.py calls it once per run);
+``environment(cfg)``: the machine (model reachable, tracker installed, Hub reachable for a push, RLHF folders);
+``post_load``: what needs the loaded model (lengths within its positions).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from huggingface_hub import try_to_load_from_cache
+
+from pipeline import rlhf
+from pipeline.errors import ConfigError, ModelError
+from pipeline.families import MODELS_BY_ARCH, check_model_type, get_family
+from pipeline.integrations import hub, tracking
+from pipeline.models import methods
+from pipeline.tasks import task_class, tasks_for_arch
+from pipeline.util.paths import resolve_pkg_path
+from pipeline.util.text import SECRET_KEY
+
+ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flash_attention_4", "flex_attention",
+             "paged|eager", "paged|sdpa", "paged|flash_attention_2")  # transformers 5 attn_implementation names
+
+
+def validate(cfg) -> None:
+    """Cross-field checks of the config alone (pipeline/stages/resolve.py calls this; no files, no network)."""
+    family = get_family(cfg.model.family)
+    check_task(family, task_class(str(cfg.task.name)), cfg.model.name_or_path or f"a tiny {family.name}")
+    methods.validate(cfg, family)  # method x family / trainer combinations that cannot work (methods.REFUSALS)
+    _check_trainer(cfg.trainer)
+    attn = cfg.model.get("attn_implementation")
+    if attn and attn not in ATTENTION and "/" not in str(attn):  # "<org>/<repo>": a kernel from the Hub
+        raise ConfigError(f"model.attn_implementation={attn!r}: use one of {', '.join(ATTENTION)}, null (the "
+                          f"model's default), or a Hub kernel repo id")
+    if cfg.model.init == "pretrained" and not cfg.model.get("name_or_path"):
+        raise ConfigError("model.init=pretrained needs model.name_or_path=<hub id, local folder or pkg://...>")
+    secret = next((k for k, v in (cfg.trainer or {}).items() if SECRET_KEY.search(str(k)) and v), None)
+    if secret:  # .hydra/config.yaml, the model card and checkpoints would keep it
+        raise ConfigError(f"trainer.{secret} is set in the config, where it would be written to the run directory; "
+                          f"remove it and export HF_TOKEN=... instead")
+    if cfg.get("rlhf"):  # the RLHF stage's own checks of its config (pipeline/rlhf/checks.py)
+        rlhf.validate(cfg)
+
+
+def check_task(family, task, model_name: str) -> None:
+    """A task the architecture cannot do is refused before any data or weights are touched."""
+    if family.arch not in task.archs:
+        advice = " or ".join(MODELS_BY_ARCH[a] for a in task.archs)
+        raise ModelError(f"model {model_name} ({family.name}, {family.arch}) cannot do task={task.name}; "
+                         f"use {advice}, or task={'|'.join(tasks_for_arch(family.arch))} with this model")
+
+
+def environment(cfg) -> None:
+    """Checks of the machine before any heavy work: the model can be loaded from here, the tracker is installed, the
+    Hub is reachable for a push, the RLHF stage's model folders exist."""
+    _check_model_source(cfg.model)
+    tracking.check(cfg)  # logger=mlflow / wandb: the package is installed
+    hub.check(cfg)  # hub.push=true: repo id, HF_TOKEN in the env, the Hub reachable, the repo's visibility
+    if cfg.get("rlhf"):  # the model folders the RLHF stage starts from
+        rlhf.check_paths(cfg)
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or os.path.exists(name)
+
+
+def _check_model_source(mcfg) -> None:
+    if mcfg.init == "scratch" or not mcfg.get("name_or_path"):
+        return
+    if mcfg.init != "pretrained":
+        raise ConfigError(f"model.init={mcfg.init}: use pretrained or scratch")
+    name = resolve_pkg_path(str(mcfg.name_or_path))
+    if _looks_local(name):
+        if not os.path.isdir(os.path.expanduser(name)):
+            raise ModelError(f"model.name_or_path={mcfg.name_or_path}: no such directory; give a folder holding "
+                             f"config.json, or a hub id")
+        config_file = os.path.join(os.path.expanduser(name), "config.json")
+        if not os.path.isfile(config_file):
+            raise ModelError(f"model.name_or_path={mcfg.name_or_path}: no config.json in that folder; is it a "
+                             f"saved model (the model/ folder of a run)?")
+        with open(config_file) as f:  # a checkpoint of another family is refused before any data work
+            check_model_type(get_family(mcfg.family), json.load(f).get("model_type", ""), mcfg.name_or_path)
+        _check_safetensors(os.path.expanduser(name), mcfg)
+        return
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        if not isinstance(try_to_load_from_cache(name, "config.json", revision=mcfg.revision), str):
+            raise ModelError(f"model.name_or_path={name} is a hub id but HF_HUB_OFFLINE=1 and it is not cached; "
+                             f"use a local path, model=minilm-offline, or model.init=scratch")
+
+
+def _check_safetensors(folder: str, mcfg) -> None:
+    """Pickled weights (pytorch_model.bin) can run code when loaded: refuse them unless asked for."""
+    names = os.listdir(folder)
+    if any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json") for n in names):
+        return
+    pickles = [n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt"))]
+    if pickles and not mcfg.get("allow_pickle_weights"):
+        raise ModelError(f"model.name_or_path={mcfg.name_or_path}: only pickle weights ({pickles[0]}), which can run "
+                         f"code when loaded; convert them to safetensors, or set model.allow_pickle_weights=true if "
+                         f"you trust the source")
+
+
+def _check_trainer(t) -> None:
+    """Cross-field checks of the trainer group (types and ranges of each field: pipeline/schema.py)."""
+    if int(t.max_steps) <= 0 and float(t.num_train_epochs) <= 0:
+        raise ConfigError("trainer.num_train_epochs must be > 0 (or set trainer.max_steps > 0)")
+
+
+def post_load(cfg, task, model, tokenizer) -> None:
+    """Checks that need the loaded model: sequence lengths within the model's position limit."""
+    limit = next((getattr(model.config, k) for k in ("max_position_embeddings", "n_positions")
+                  if getattr(model.config, k, None)), None)
+    if limit is None:
+        return
+    for key in task.length_keys:
+        value = cfg.task.get(key)
+        if value is not None and int(value) > int(limit):
+            raise ConfigError(f"task.{key}={value} is above the model's maximum of {limit} positions; "
+                              f"set task.{key}<={limit}")

@@ -1,9 +1,13 @@
 """The Hydra app wrapper of ``finetune`` and ``finetune-rlhf`` (``hydra_app`` + ``launch``).
 
-``hydra_app(body, finish)`` is a Hydra main function that, around ``body(cfg, run_dir) -> metrics``:
+``hydra_app(body, finish)`` is a Hydra main function that, around ``body(cfg, run_dir, accept) -> metrics``:
 - holds the run directory's lock (main process; a busy directory is left alone, its status.json included);
 - turns SIGTERM into a recorded failure, and in a submitit job hands its preemption signal to a checkpoint + requeue;
-- writes status.json (running, then completed / failed / requeued) and starts the console (config tree or quiet);
+- starts the console (config tree or quiet) and writes nothing into the run directory until ``body`` calls
+  ``accept(resolved_cfg)`` (its config resolved, the machine and the directory checked): then .hydra/ (the composed
+  config, Hydra's config, the overrides), status.json (running, then completed / failed / requeued) and the log
+  file. A run refused before that leaves a folder that held an earlier run exactly as it was (its config, status,
+  log, checkpoints and model); in a new folder it records the refusal (.hydra/, status.json failed);
 - on a failure: an open MLflow / W&B run is closed as failed; a user error (``PipelineError``, or what
   training/guards.py ``user_error`` recognises: out of memory, disk full) is one line on stderr and its exit code (2,
   143 for SIGTERM), a bug keeps its traceback (exit 1); with several ranks the first failure shows, the others leave
@@ -18,8 +22,10 @@ import no torch; the heavy modules are imported inside the functions that run a 
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
+import logging.handlers
 import os
 import re
 import sys
@@ -29,15 +35,16 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
 
 from pipeline.commands import one_line_errors
 from pipeline.errors import PipelineError
 from pipeline.infra import distributed
-from pipeline.infra.rundir import RunLock, Terminated, raise_on_sigterm, write_status
-from pipeline.infra.sweep import FAILED_JOBS, quiet_schema_notice
+from pipeline.infra.rundir import LOCK_NAME, RunLock, Terminated, raise_on_sigterm, write_status
+from pipeline.infra.sweep import FAILED_JOBS, LAUNCH_FAILURES, quiet_schema_notice
 from pipeline.integrations import tracking
 from pipeline.reports import console
-from pipeline.util.paths import CONF_DIR
+from pipeline.util.paths import CONF_DIR, write_atomic
 
 log = logging.getLogger("pipeline")
 COLUMN_MAPPING = re.compile(r"(rlhf\.)?data\.columns\.[\w-]+=")
@@ -57,6 +64,68 @@ def _prepare_env() -> None:
     quiet_schema_notice()  # our submitit_* launcher configs replace the plugin's on purpose
 
 
+class Acceptance:
+    """The run directory stays untouched until the run is accepted: log records wait in memory (the file handlers of
+    Hydra's job logging are held back; the file is opened with ``delay``), .hydra/ and status.json are not written.
+    ``accept()`` writes them (main process) and hands the waiting records to the log file."""
+
+    def __init__(self, run_dir: Path, composed):
+        self.run_dir, self.composed = run_dir, copy.deepcopy(composed)  # Hydra's job config, as Hydra would save it
+        self.earlier = run_dir.is_dir() and any(p.name != LOCK_NAME for p in run_dir.iterdir())
+        self.lock_existed = (run_dir / LOCK_NAME).exists()
+        self.accepted = False
+        root = logging.getLogger()
+        self.held = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+        self.buffer = logging.handlers.MemoryHandler(capacity=10 ** 6, flushLevel=logging.CRITICAL + 1)
+        for h in self.held:
+            root.removeHandler(h)
+        root.addHandler(self.buffer)
+
+    def _release_log(self, replay: bool) -> None:
+        """Back to the log file with the waiting records (``replay``), or (a refused run in an earlier run's folder)
+        to the console alone: that folder's log file is not touched."""
+        root = logging.getLogger()
+        root.removeHandler(self.buffer)
+        for h in self.held if replay else ():
+            root.addHandler(h)
+            for record in self.buffer.buffer:
+                h.handle(record)
+        self.buffer.buffer.clear()
+
+    def _write_hydra(self) -> None:
+        hydra_cfg = HydraConfig.instance().cfg
+        folder = self.run_dir / ".hydra"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, node in (("config.yaml", self.composed), ("hydra.yaml", hydra_cfg),
+                           ("overrides.yaml", hydra_cfg.hydra.overrides.task)):
+            write_atomic(folder / name, OmegaConf.to_yaml(node))
+
+    def __call__(self, resolved_cfg=None) -> None:
+        """The run is accepted: write its record and go on logging to its file."""
+        if self.accepted:
+            return
+        self.accepted = True
+        if distributed.is_main():
+            self._write_hydra()
+            write_status(self.run_dir, "running")
+        self._release_log(replay=True)
+
+    def refused(self) -> bool:
+        """A failure before ``accept``: True when the folder held an earlier run, which is left exactly as it was
+        (the lock file too: removed when this run created it); else the refusal is recorded like any failure."""
+        if self.accepted:
+            return False
+        if self.earlier:
+            self._release_log(replay=False)
+            return True
+        self(None)
+        return False
+
+    def forget_lock(self) -> None:
+        if not self.lock_existed and distributed.is_main():
+            (self.run_dir / LOCK_NAME).unlink(missing_ok=True)
+
+
 def hydra_app(body, finish):
     """The Hydra main function running ``body`` as one job (see the module docstring). Its job name (the log file's
     name) is the name of ``body``'s module."""
@@ -65,6 +134,7 @@ def hydra_app(body, finish):
     def app(cfg):
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         full_errors = bool(cfg.get("debug_errors")) or os.environ.get("HYDRA_FULL_ERROR") == "1"
+        accept = Acceptance(run_dir, cfg)
         lock = RunLock(run_dir) if distributed.is_main() else nullcontext()
         with one_line_errors():
             lock.__enter__()  # one run per directory; a busy one is left alone, its status.json included
@@ -74,10 +144,11 @@ def hydra_app(body, finish):
             from pipeline.infra import cluster  # imports transformers: only in submitit jobs
 
             cluster.install_signal_handlers(run_dir)
-        write_status(run_dir, "running")
         console.start(cfg)  # the config tree (main process), or quiet=true: no tree, no progress bars
+        refused_earlier = False
         try:
-            metrics = body(cfg, run_dir)
+            metrics = body(cfg, run_dir, accept)
+            accept()  # a body that never accepted explicitly: its success is accepted now
         except BaseException as e:
             # out of memory, disk full, a PipelineError wrapped by datasets / the Trainer; imports torch: only here
             from pipeline.training.guards import user_error
@@ -87,11 +158,15 @@ def hydra_app(body, finish):
                 raise  # submitit requeued the job: it continues in this run directory from the checkpoint
             tracking.fail()  # an open MLflow / W&B run is closed as failed
             err = e if isinstance(e, PipelineError) else user_error(e, cfg, run_dir)
-            write_status(run_dir, "failed",
-                         error=distributed.root_error(str(err) if err else f"{type(e).__name__}: {e}"))
+            refused_earlier = accept.refused()
+            root = distributed.root_error(str(err) if err else f"{type(e).__name__}: {e}")
+            if not refused_earlier:
+                write_status(run_dir, "failed", error=root)
             distributed.exit_if_secondary(err.exit_code if err else 1)  # several ranks: the first failure shows
             sweep = str(HydraConfig.get().mode) == "RunMode.MULTIRUN" and not isinstance(e, Terminated)
             if isinstance(e, Exception) and not full_errors and sweep:
+                if refused_earlier:  # no status.json of its own to count it from
+                    LAUNCH_FAILURES.append(f"{run_dir} (refused: {err or type(e).__name__})")
                 # a sweep goes on to its other jobs; status.json and the sweep's comparison report list this failure
                 log.error("error: %s: %s", run_dir.name, err or f"{type(e).__name__}: {e}", exc_info=err is None)
                 return None
@@ -101,6 +176,8 @@ def hydra_app(body, finish):
             sys.exit(err.exit_code)
         finally:
             lock.__exit__(None, None, None)
+            if refused_earlier:
+                accept.forget_lock()
         write_status(run_dir, "completed")
         return finish(cfg, metrics, run_dir)
 

@@ -16,10 +16,10 @@ from pipeline.reports import console
 from pipeline.util.paths import CONF_DIR
 
 
-def finetune(cfg, run_dir):
+def finetune(cfg, run_dir, accept):
     from pipeline.stages.run import run  # torch, transformers, datasets: only once a run starts
 
-    return run(cfg, run_dir)
+    return run(cfg, run_dir, after_check=accept)
 
 
 def _finish(cfg, metrics: dict, run_dir):

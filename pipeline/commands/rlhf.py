@@ -20,7 +20,7 @@ from pipeline.infra.distributed import is_main
 from pipeline.util.paths import write_json_atomic
 
 
-def rlhf(cfg, run_dir: Path) -> dict:
+def rlhf(cfg, run_dir: Path, accept=None) -> dict:
     """Only the RLHF stage, from ``rlhf.policy_path`` / ``rlhf.reward_path``; writes metrics.json."""
     if not cfg.get("rlhf"):
         raise ConfigError("finetune-rlhf needs rlhf=<reward|grpo|rloo|dpo|kto|orpo>")
@@ -28,10 +28,14 @@ def rlhf(cfg, run_dir: Path) -> dict:
     if not rl.get("policy_path") and (rl.get("algorithm") != "reward" or rl.reward.get("init") == "policy"):
         raise ConfigError(f"finetune-rlhf rlhf={rl.get('algorithm')} needs rlhf.policy_path=<an earlier run>/model")
     from pipeline import rlhf as stage  # torch, transformers, trl: only once a run starts
+    from pipeline.stages import check
     from pipeline.stages.resolve import resolve
 
     cfg = resolve(cfg, run_dir, stage="rlhf")  # as finetune does: learning rates x method.lr_scale, auto, ranges
     stage.check_paths(cfg)
+    check.earlier_run(cfg, run_dir, finished=("metrics.json",))
+    if accept is not None:
+        accept(cfg)
     rl = cfg.rlhf
     t0 = time.time()
     metrics = stage.run_steps(cfg, Path(run_dir), str(rl.policy_path) if rl.policy_path else None, None)

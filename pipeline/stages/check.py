@@ -2,6 +2,7 @@
 
 ``validate(cfg)``: the config alone (cross-field; pipeline/stages/resolve.py calls it once per run);
 ``environment(cfg)``: the machine (model reachable, tracker installed, Hub reachable for a push, RLHF folders);
+``earlier_run(cfg, run_dir)``: what the run directory already holds (a finished run, a run of another task to resume);
 ``post_load``: what needs the loaded model (lengths within its positions).
 """
 
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 from huggingface_hub import try_to_load_from_cache
+from omegaconf import OmegaConf
 
 from pipeline import rlhf
 from pipeline.errors import ConfigError, ModelError
@@ -120,3 +123,47 @@ def post_load(cfg, task, model, tokenizer) -> None:
         if value is not None and int(value) > int(limit):
             raise ConfigError(f"task.{key}={value} is above the model's maximum of {limit} positions; "
                               f"set task.{key}<={limit}")
+
+
+NO_RESUME = (None, False, "", "none", "null")
+
+
+def _identity(cfg) -> dict:
+    """What a run is a run of: the facts a resumed run must share with the one it continues."""
+    name = cfg.get("model", {}).get("name_or_path")
+    return {"task": cfg.get("task", {}).get("name"), "model": os.path.expanduser(str(name)) if name else None,
+            "model.init": cfg.get("model", {}).get("init"), "method": cfg.get("method", {}).get("name")}
+
+
+def _describe(facts: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in facts.items() if v is not None)
+
+
+def earlier_run(cfg, run_dir, finished=("model",)) -> None:
+    """Checks of the run directory before anything is written into it. A directory holding an earlier run (its
+    .hydra/config.yaml): resuming it needs the same task, model and method; a fresh run is refused where that run
+    finished (``finished``: what it leaves, e.g. model/), whose results it would replace. Checkpoints of an earlier
+    run refuse a fresh one too (pipeline/infra/resume.py)."""
+    saved = Path(run_dir) / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        return
+    try:
+        node = OmegaConf.load(saved)
+        try:
+            earlier = OmegaConf.to_container(node, resolve=True)
+        except Exception:  # an interpolation that needs Hydra's context: the values as written
+            earlier = OmegaConf.to_container(node, resolve=False)
+    except Exception:  # an unreadable config.yaml: the checkpoint rules alone decide
+        return
+    before, now = _identity(earlier), _identity(cfg)
+    if cfg.get("resume") not in NO_RESUME:
+        differ = [k for k in now if before[k] != now[k]]
+        if differ:
+            raise ConfigError(f"resume={cfg.resume}: {run_dir} holds a run of {_describe(before)}, which "
+                              f"{', '.join(differ)} of this one ({_describe({k: now[k] for k in differ})}) does not "
+                              f"match; resume it with its own settings, or start this run in another hydra.run.dir")
+        return
+    done = [f for f in finished if (Path(run_dir) / f).exists()]
+    if done:
+        raise ConfigError(f"{run_dir} holds a finished run ({_describe(before)}); give another hydra.run.dir (or "
+                          f"output_root=...) for this one, or continue that run with resume=auto")

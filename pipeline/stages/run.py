@@ -51,12 +51,14 @@ class Run:
 
 def check_stage(r: Run) -> None:
     """The config resolved once (types, ranges, derived values, cross-field checks, the libraries' own config
-    validation), then read-only; the machine checked (model reachable, tracker installed, Hub for a push); the
-    checkpoint to resume from; the task object."""
+    validation), then read-only; the machine checked (model reachable, tracker installed, Hub for a push); the run
+    directory checked (an earlier run there); the task object; the checkpoint to resume from. Nothing is written
+    before this stage has passed (pipeline/commands/app.py)."""
     r.cfg = resolve.resolve(r.cfg, r.run_dir)
     check.environment(r.cfg)
-    r.resume = resume.resolve(r.cfg.get("resume"), r.run_dir, tidy=distributed.is_main())
+    check.earlier_run(r.cfg, r.run_dir)  # a finished run, or a run of another task, is not replaced or resumed
     r.task = get_task(r.cfg)
+    r.resume = resume.resolve(r.cfg.get("resume"), r.run_dir, tidy=distributed.is_main())  # last: it tidies
 
 
 def data_stage(r: Run) -> None:
@@ -172,9 +174,13 @@ def until(r: Run, stage) -> Run:
     return r
 
 
-def run(cfg, run_dir: Path) -> dict:
+def run(cfg, run_dir: Path, after_check=None) -> dict:
+    """All the stages; ``after_check(resolved_cfg)`` runs once the check stage has passed (the app writes the run's
+    record into the run directory only then: pipeline/commands/app.py)."""
     reset_peak_memory()  # peak memory per run, also when a sweep runs several in one process
     r = Run(cfg=cfg, run_dir=Path(run_dir))
     for stage in STAGES:
         stage(r)
+        if stage is check_stage and after_check is not None:
+            after_check(r.cfg)
     return r.metrics

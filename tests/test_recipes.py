@@ -34,13 +34,43 @@ def test_recipe_smoke_trains_and_reloads_as_before_saving(recipe, metric, tmp_pa
         assert key in saved, key
     assert (tmp_path / "model" / "model.safetensors").is_file() and (tmp_path / "model" / "README.md").is_file()
     assert not list(tmp_path.glob("model/*.bin")), "weights and args must not be pickles"
-    assert (tmp_path / "samples.jsonl").read_text().strip()
+    assert_samples_line_up_with_their_rows(recipe, tmp_path)
     from pipeline.tasks import get_task
 
     auto = getattr(transformers, get_task(compose([f"recipe={recipe}", "debug=smoke"])).auto_class)
     reloaded = auto.from_pretrained(tmp_path / "model")
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "model")
     assert torch.equal(_logits(reloaded, tok), captured["logits"])  # the model in memory when it was saved
+
+
+# the sample key holding a row's gold value, and the raw column it comes from (tasks whose samples show it)
+GOLD = {"gold": ("tags", "label", "answers"), "reference": ("summary", "de")}
+
+
+def assert_samples_line_up_with_their_rows(recipe, run_dir):
+    """samples.jsonl row i shows test row i: its input fields and its gold equal that row's, whatever the batch order
+    (test rows differ in length; training batches are length-grouped)."""
+    from pipeline.data import load_raw
+    from pipeline.tasks import get_task
+
+    cfg = compose([f"recipe={recipe}", "debug=smoke"])
+    task = get_task(cfg)
+    raw, _ = load_raw(cfg.data, task, int(cfg.seed))
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == min(int(cfg.num_samples), len(raw["test"]))
+    lengths = {len(json.dumps(dict(r))) for r in raw["test"].select(range(len(samples)))}
+    assert len(lengths) > 1, "the sampled test rows must differ in length for this check to mean anything"
+    for i, sample in enumerate(samples):
+        row = raw["test"][i]
+        shared = [k for k in sample if k in row]
+        for key in shared:
+            assert sample[key] == row[key], (i, key, sample[key], row[key])
+        for key, columns in GOLD.items():
+            column = next((c for c in columns if c in row), None)
+            if key in sample and column:
+                gold = row[column]["text"] if column == "answers" else row[column]
+                assert sample[key] == gold, (i, key, sample[key], gold)
+        assert shared or task.name == "generation", f"sample {i} shows none of its row's fields: {sorted(sample)}"
 
 
 def _logits(model, tok):

@@ -87,10 +87,6 @@ class GenerativeQaTask(qa_common.SplitsKept, Seq2SeqTask):
     def compute_metrics(self, tokenizer):
         return self.metrics_of(self.splits["validation"][0], tokenizer)
 
-    def trainer_classes(self):
-        trainer, args = super().trainer_classes()
-        return qa_common.in_order_eval(trainer), args
-
     def evaluate(self, trainer, raw_split, tokenized_split, prefix):
         return qa_common.evaluate_with(trainer, self.metrics_of(raw_split, trainer.processing_class), tokenized_split,
                                        prefix)

@@ -146,7 +146,7 @@ class QaTask(qa_common.SplitsKept, Task):
     def trainer_classes(self):
         from transformers import Trainer, TrainingArguments
 
-        class QaTrainer(qa_common.in_order_eval(Trainer)):
+        class QaTrainer(Trainer):
             def __init__(self, *args, **kwargs):
                 super().__init__(*args, **kwargs)
                 pass_token_types(self.model)

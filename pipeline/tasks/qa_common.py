@@ -112,23 +112,6 @@ def evaluate_with(trainer, compute, dataset, prefix: str) -> dict:
         trainer.compute_metrics = saved
 
 
-def in_order_eval(trainer_class):
-    """``trainer_class`` evaluating in dataset order. transformers 5 evaluates with a length-grouped (shuffled)
-    sampler when ``train_sampling_strategy=group_by_length``: predictions then no longer line up with the rows they
-    are scored against. Several processes: the library's default (None: accelerate shards in order and
-    ``gather_for_metrics`` restores it)."""
-    from torch.utils.data import SequentialSampler
-
-    class Trainer(trainer_class):
-        def _get_eval_sampler(self, eval_dataset):
-            if eval_dataset is None or not hasattr(eval_dataset, "__len__"):
-                return None
-            return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
-
-    Trainer.__name__ = Trainer.__qualname__ = trainer_class.__name__
-    return Trainer
-
-
 class SplitsKept:
     """Mixin: the task keeps each split's raw rows and features (``self.splits``, set by ``preprocess``) for the
     per-example metrics; they are no part of the task's pickled state (datasets' cache keys)."""

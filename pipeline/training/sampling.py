@@ -11,6 +11,7 @@ out-of-memory error shows at step 1) and a partial batch stays last (so later ba
 from __future__ import annotations
 
 import torch
+from torch.utils.data import SequentialSampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 
@@ -38,6 +39,23 @@ def with_group_order(trainer_class, order: str):
                 return ShuffledLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths,
                                                     generator=sampler.generator)
             return sampler
+
+    Trainer.__name__ = Trainer.__qualname__ = trainer_class.__name__
+    return Trainer
+
+
+def in_order_eval(trainer_class):
+    """``trainer_class`` evaluating in dataset order. transformers 5 evaluates with a length-grouped (shuffled)
+    sampler when ``train_sampling_strategy=group_by_length``: predictions then no longer line up with the rows they
+    came from (samples.jsonl paired NER rows with other rows' tags; extractive QA scores windows by position). Every
+    task's Trainer evaluates in order (build_trainer). Several processes: the library's default (None: accelerate
+    shards in order and ``gather_for_metrics`` restores it)."""
+
+    class Trainer(trainer_class):
+        def _get_eval_sampler(self, eval_dataset):
+            if eval_dataset is None or not hasattr(eval_dataset, "__len__"):
+                return None
+            return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
     Trainer.__name__ = Trainer.__qualname__ = trainer_class.__name__
     return Trainer

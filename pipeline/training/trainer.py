@@ -13,7 +13,7 @@ from pipeline.errors import ConfigError
 from pipeline.families import get_family
 from pipeline.infra import distributed
 from pipeline.training import early_stopping, precision, throughput
-from pipeline.training.sampling import with_group_order
+from pipeline.training.sampling import in_order_eval, with_group_order
 
 
 def training_args(cfg, task, run_dir: Path):
@@ -65,7 +65,9 @@ def resolve_auto(fields: dict) -> dict:
 
 
 def build_trainer(cfg, task, model, tokenizer, datasets, args):
-    trainer_class = with_group_order(task.trainer_classes()[0], str(cfg.trainer.get("group_order", "sorted")))
+    # evaluation in dataset order (predictions line up with their rows); training batches in the group order
+    trainer_class = with_group_order(in_order_eval(task.trainer_classes()[0]),
+                                     str(cfg.trainer.get("group_order", "sorted")))
     fsdp_wrap(cfg, model)  # FSDP auto-wrap: the family's layer classes (families.py fsdp_layers)
     trainer = trainer_class(model=model, args=args, train_dataset=datasets["train"],
                             eval_dataset=datasets["validation"] if cfg.do_eval else None,

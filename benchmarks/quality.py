@@ -61,7 +61,7 @@ def splits_for(task: str, work: Path, dirs: dict, rows=None, val_rows=None) -> d
     t = TASKS[task]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=t.fill(t.recipe, harness.DATA, dirs) + ["seed=0"])
-    raw, _ = load_raw(cfg.data, get_task(cfg), 0)
+    raw, _, _ = load_raw(cfg.data, get_task(cfg), 0)
     for split, n in (("train", rows), ("validation", val_rows)):
         if n:
             raw[split] = raw[split].select(range(min(n, len(raw[split]))))

@@ -24,8 +24,7 @@ from pipeline.tasks import get_task
 
 cfg = compose(sys.argv[1:])
 task = get_task(cfg)
-raw, _ = load_raw(cfg.data, task, int(cfg.seed))
-task.prepare(raw)
+raw, _, _ = load_raw(cfg.data, task, int(cfg.seed))
 tokenizer, model = models.load(cfg, task, raw)
 t = time.time()
 tok = task.preprocess(raw, tokenizer, model)

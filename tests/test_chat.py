@@ -176,7 +176,7 @@ def test_every_format_is_read_from_a_file_and_trained_on_its_response(kind, tmp_
     f.write_text("".join(json.dumps(row) + "\n" for _ in range(6)))
     extra = ["+data.columns.messages=conversations"] if kind == "sharegpt" else []
     t = task("task.format=auto", "task.packing=false", "task.block_size=128", "data.source=auto", f"data.train_file={f}", *extra)
-    raw, dropped = load_raw(t.cfg.data, t, 0)
+    raw, dropped, _ = load_raw(t.cfg.data, t, 0)
     assert dropped == {} and len(raw["train"]) == 4
     tok = tokenizer()
     model = tiny(vocab=len(tok))
@@ -193,7 +193,7 @@ def test_long_conversations_are_truncated_and_counted_documents_split(tmp_path):
     f.write_text("".join(json.dumps(r) + "\n" for r in [{"messages": CHAT}, {"text": "the old fox " * 12}] * 3))
     t = task("task.format=auto", "task.block_size=24", "data.source=auto", f"data.train_file={f}",
              f"data.validation_file={f}", f"data.test_file={f}")
-    raw, _ = load_raw(t.cfg.data, t, 0)
+    raw, _, _ = load_raw(t.cfg.data, t, 0)
     tok = tokenizer()
     model = tiny(vocab=len(tok))
     t.adapt(tok, model)
@@ -227,7 +227,7 @@ def test_alpaca_empty_outputs_are_dropped_and_counted():
 
     t = get_task(compose(["recipe=gpt2-instruct", "data=alpaca-local",  # debug=smoke would cap the rows
                           f"data.dir={ROOT.parent / 'shared' / 'data' / 'alpaca'}"]))
-    raw, dropped = load_raw(t.cfg.data, t, 0)
+    raw, dropped, _ = load_raw(t.cfg.data, t, 0)
     assert dropped == {"train": {"empty response": 2}}
     assert [len(raw[s]) for s in ("train", "validation", "test")] == [3998, 500, 500]
 

@@ -30,8 +30,7 @@ def load(tmp_path, train, validation, test=None, *overrides):
     from pipeline.tasks import get_task
 
     t = get_task(cfg)
-    raw, dropped = load_raw(cfg.data, t, 0)
-    t.prepare(raw)
+    raw, dropped, _ = load_raw(cfg.data, t, 0)
     return t, raw, dropped
 
 

@@ -291,6 +291,26 @@ def test_smoke_runs_on_your_files_first_rows(tmp_path):
     assert sample["tokens"][0] == "Zorblax"  # the run read these files, not generated data
 
 
+def test_smoke_caps_on_your_files_create_no_error_the_whole_data_lacks(tmp_path):
+    """The first 256 training rows hold no MISC tag, later ones and the validation file do: the whole data is
+    consistent, so smoke's caps must not refuse it; metrics.json says what the caps kept and set aside."""
+    import json
+
+    from conftest import run_pipeline
+
+    plain = {"tokens": ["Zorblax", "visited", "Quuxland"], "tags": ["B-PER", "O", "B-LOC"]}
+    misc = {"tokens": ["the", "Klingon", "team"], "tags": ["O", "B-MISC", "O"]}
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [plain] * 300 + [misc] * 40))
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [misc, plain] * 20))
+    m = run_pipeline(["recipe=bert-ner", "debug=smoke", f"data.train_file={tmp_path / 'train.jsonl'}",
+                      f"data.validation_file={tmp_path / 'dev.jsonl'}", f"data.test_file={tmp_path / 'dev.jsonl'}",
+                      *SMOKE_FAST], tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["data_capped"] == {"train": {"kept": 256, "set_aside": 84}, "validation": {"kept": 32,
+                                    "set_aside": 8}, "test": {"kept": 32, "set_aside": 8}}
+    assert m["train_samples"] == 256 and "eval_MISC_number" in m  # the label set is the whole data's
+
+
 @pytest.mark.slow
 def test_smoke_with_a_named_model_builds_a_tiny_one_of_its_family_with_its_tokenizer(tmp_path):
     import json

@@ -180,7 +180,7 @@ def test_dropped_rows_are_counted_per_split_with_the_reason(tmp_path, caplog):
     f = tmp_path / "d.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with caplog.at_level("WARNING", logger="pipeline"):
-        ds, dropped = load_raw_dropped(data_cfg(train_file=str(f), validation_file=str(f), test_file=str(f)),
+        ds, dropped, _ = load_raw_dropped(data_cfg(train_file=str(f), validation_file=str(f), test_file=str(f)),
                                        get_task(compose(["task=summarization"])), 0)
     assert dropped == {s: {"empty or non-string text": 2} for s in ("train", "validation", "test")}
     assert len(ds["train"]) == 6 and "dropped from split 'train': 2 rows (empty or non-string text)" in caplog.text
@@ -193,7 +193,7 @@ def test_ner_rows_with_null_words_or_tags_are_dropped_and_counted(tmp_path):
                                                                          {"tokens": ["a"], "tags": [None]}]
     f = tmp_path / "d.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    ds, dropped = load_raw_dropped(data_cfg(train_file=str(f), validation_file=str(f), test_file=str(f)),
+    ds, dropped, _ = load_raw_dropped(data_cfg(train_file=str(f), validation_file=str(f), test_file=str(f)),
                                    get_task(compose(["task=ner"])), 0)
     assert dropped["train"] == {"missing tokens or tags": 2} and len(ds["train"]) == 6
 
@@ -206,8 +206,7 @@ def _tokenized_with_counts(overrides, tmp_path):
 
     cfg = resolve(compose(["debug=smoke", *overrides]))
     task = get_task(cfg)
-    raw, _ = load_raw_dropped(cfg.data, task, 0)
-    task.prepare(raw)
+    raw, _, _ = load_raw_dropped(cfg.data, task, 0)
     tok, model = models.load(cfg, task, raw)
     return task.cut_counts(task.preprocess(raw, tok, model))
 

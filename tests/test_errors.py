@@ -62,7 +62,7 @@ CASES = [
      {"train.jsonl": NER_ROWS, "dev.jsonl": jsonl({"tokens": ["Bob"], "tags": ["B-PER"]})}, {},
      "split 'validation' has tags not seen in train: ['B-PER']"),
     ("empty split after filtering", SMOKE + ["data.train_file={tmp}/train.jsonl"],
-     {"train.jsonl": jsonl(*[{"tokens": [], "tags": []}] * 8)}, {}, "is empty after loading/filtering"),
+     {"train.jsonl": jsonl(*[{"tokens": [], "tags": []}] * 8)}, {}, "is empty after dropping the rows above"),
     ("sequence length above the model's maximum", ["debug=smoke", "task.max_length=4096"], {}, {},
      "task.max_length=4096 is above the model's maximum of 512 positions"),
     ("batch size out of range", ["debug=smoke", "trainer.per_device_train_batch_size=0"], {}, {},

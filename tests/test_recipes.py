@@ -55,7 +55,7 @@ def assert_samples_line_up_with_their_rows(recipe, run_dir):
 
     cfg = compose([f"recipe={recipe}", "debug=smoke"])
     task = get_task(cfg)
-    raw, _ = load_raw(cfg.data, task, int(cfg.seed))
+    raw, _, _ = load_raw(cfg.data, task, int(cfg.seed))
     samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == min(int(cfg.num_samples), len(raw["test"]))
     lengths = {len(json.dumps(dict(r))) for r in raw["test"].select(range(len(samples)))}

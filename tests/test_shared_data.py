@@ -100,7 +100,7 @@ def test_scratch_t5_learns_real_multi30k(tmp_path):
     assert evals[1]["eval_chrf"] > evals[0]["eval_chrf"] + 2 and evals[1]["eval_bleu"] > evals[0]["eval_bleu"], evals
     assert {"test_bleu", "test_chrf"} <= set(m)
 def test_squad_local_splits_load_with_every_answer_in_place():
-    ds, dropped = load_raw_dropped(compose(["data=squad-local", f"data.dir={SHARED_DATA / 'squad'}"]).data,
+    ds, dropped, _ = load_raw_dropped(compose(["data=squad-local", f"data.dir={SHARED_DATA / 'squad'}"]).data,
                                    _task("qa"), 0)
     assert [len(ds[s]) for s in ("train", "validation", "test")] == [8582, 399, 1589] and dropped == {}
     assert ds["validation"][0]["answers"]["text"][0] == "the United Nations"

@@ -88,7 +88,7 @@ def test_flat_and_nested_rows_load_with_the_configured_keys(tmp_path):
         from pipeline.tasks import get_task
 
         t = get_task(cfg)
-        raw, _ = load_raw(cfg.data, t, 0)
+        raw, _, _ = load_raw(cfg.data, t, 0)
         assert raw["train"].column_names == ["fr", "en"]
         got.append(raw["train"].to_dict())
         assert t.sources(got[-1])[0] == "translate French to English: le chat"

@@ -1,7 +1,10 @@
 """Data stage: raw DatasetDict (train / validation / test) with the task's canonical columns (``task.columns``).
 
 Rows the task cannot use are dropped by the task's ``clean`` and counted per split and reason (metrics.json
-``data_dropped_rows``); nothing is changed silently.
+``data_dropped_rows``); nothing is changed silently. The task looks at the whole data (``task.prepare``: label sets,
+tag schemes) before the ``max_*_samples`` caps keep the first rows of a split, so a cap (``debug=smoke``) never
+creates an error the whole data does not have (a capped training split that lacks a tag); what the caps kept and set
+aside is counted (metrics.json ``data_capped``).
 """
 
 from __future__ import annotations
@@ -18,9 +21,13 @@ log = logging.getLogger("pipeline")
 SPLIT_ALIASES = {"valid": "validation", "dev": "validation", "val": "validation"}
 
 
+CAPS = (("train", "max_train_samples"), ("validation", "max_eval_samples"), ("test", "max_test_samples"))
+
+
 def load_raw(cfg, task, seed: int):
-    """Read ``cfg.data`` for ``task``: canonical columns, three splits, caps applied, unusable rows dropped.
-    Returns (DatasetDict, {split: {reason: rows dropped}})."""
+    """Read ``cfg.data`` for ``task``: canonical columns, three splits, unusable rows dropped, the task's look at the
+    whole data (``task.prepare``), then the caps. Returns (DatasetDict, {split: {reason: rows dropped}},
+    {split: {"kept": rows, "set_aside": rows}} of the capped splits)."""
     source = str(cfg.source)
     if source == "auto":  # a run's config holds the source stages/resolve chose; direct callers may pass auto
         source = infer_source(cfg, task)
@@ -41,10 +48,6 @@ def load_raw(cfg, task, seed: int):
     mapping = {} if source == "synthetic" else dict(cfg.columns or {})  # generated data is canonical already
     ds = _canonical_columns(ds, task.columns, task.optional_columns, mapping)
     ds = _complete_splits(ds, cfg, seed)
-    for split, key in (("train", "max_train_samples"), ("validation", "max_eval_samples"),
-                       ("test", "max_test_samples")):
-        if cfg.get(key) is not None:
-            ds[split] = ds[split].select(range(min(int(cfg[key]), len(ds[split]))))
     dropped = {}
     for split in list(ds):
         ds[split], why = task.clean(split, ds[split])
@@ -52,9 +55,20 @@ def load_raw(cfg, task, seed: int):
             dropped[split] = why
             log.warning("data: dropped from split '%s': %s", split, ", ".join(f"{n} rows ({r})" for r, n in why.items()))
         if len(ds[split]) == 0:
-            raise DataError(f"data split '{split}' is empty after loading/filtering; check the file or the "
-                            f"max_*_samples caps")
-    return ds, dropped
+            raise DataError(f"data split '{split}' is empty after dropping the rows above; check the file (or the "
+                            f"data.columns mapping)")
+    task.prepare(ds)  # label sets, tag schemes: from the whole data, before any cap
+    capped = {}
+    for split, key in CAPS:
+        if cfg.get(key) is not None and int(cfg[key]) < len(ds[split]):
+            if int(cfg[key]) < 1:
+                raise DataError(f"data.{key}={cfg[key]} leaves the {split} split empty; give a cap >= 1 or null")
+            capped[split] = {"kept": int(cfg[key]), "set_aside": len(ds[split]) - int(cfg[key])}
+            ds[split] = ds[split].select(range(int(cfg[key])))
+    if capped:
+        log.info("data: data.max_*_samples kept the first rows: %s",
+                 ", ".join(f"{split} {c['kept']} ({c['set_aside']} set aside)" for split, c in capped.items()))
+    return ds, dropped, capped
 
 
 def _log_source(cfg, source: str) -> None:

@@ -62,11 +62,14 @@ def check_stage(r: Run) -> None:
 
 
 def data_stage(r: Run) -> None:
-    """Raw splits with the task's columns; dropped rows counted per reason; the task's look at them (label sets)."""
-    r.raw, dropped = load_raw(r.cfg.data, r.task, int(r.cfg.seed))
+    """Raw splits with the task's columns; dropped rows counted per reason; the task's look at the whole data (label
+    sets, tag scheme: ``task.data_facts``); the caps' rows kept and set aside."""
+    r.raw, dropped, capped = load_raw(r.cfg.data, r.task, int(r.cfg.seed))
     if dropped:
         r.metrics["data_dropped_rows"] = dropped  # {split: {reason: rows}}
-    r.task.prepare(r.raw)
+    if capped:
+        r.metrics["data_capped"] = capped  # {split: {kept, set_aside}}
+    r.metrics.update(r.task.data_facts())
     log.info("data: %s", {k: len(v) for k, v in r.raw.items()})
 
 

@@ -107,7 +107,12 @@ class Task:
                                                           for c in self.columns), "empty or non-string text")
 
     def prepare(self, raw) -> None:
-        """Look at the raw data once (e.g. collect the label set) before the model is built."""
+        """Look at the whole raw data once, before any ``max_*_samples`` cap and before the model is built (e.g.
+        collect the label set); may rewrite the splits in ``raw`` (counted in ``data_facts``)."""
+
+    def data_facts(self) -> dict:
+        """What ``prepare`` found or changed, for metrics.json (e.g. the tag scheme and the tags converted)."""
+        return {}
 
     def tokenizer_corpus(self, raw):
         """Texts a scratch tokenizer is trained on (init=scratch)."""

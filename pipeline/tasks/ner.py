@@ -1,7 +1,15 @@
-"""Named-entity recognition: token classification with word-level IOB2 tags aligned to sub-words."""
+"""Named-entity recognition (and any word tagging): token classification with word-level tags aligned to sub-words.
+
+The training split's tags say their scheme (``tag_scheme``): IOB2 (entities start with B-), IOB1 (an entity starts
+with I-; B- only splits two adjacent entities of one type: converted to IOB2, counted), BIOES (E- / S- tags), or plain
+tags (part of speech, chunks, anything without an entity prefix). Entity schemes are scored with seqeval (entity
+precision / recall / F1); plain tags with token accuracy and macro-F1 over the tags (``f1`` is that macro-F1).
+metrics.json says which (``tag_scheme``, ``tags_converted``).
+"""
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 
@@ -26,6 +34,43 @@ TEMPLATES = [  # the last 30% (pool()) are held out: test sentences have shapes 
     "In {LOC} , {PER} told the {MISC} press that {ORG} was ready .", "{ORG} fined {PER} for a breach of rules .",
     "Fans in {LOC} celebrated the {MISC} win late into the night .", "{PER} left {ORG} after ten years .",
 ]
+
+
+ENTITY_PREFIXES = ("B-", "I-", "E-", "S-")
+SCHEMES = ("IOB2", "IOB1", "BIOES", "plain")
+
+
+def _starts_with_inside(prev: str, tag: str) -> bool:
+    """An I-X tag that begins an entity: after O, at the sentence start (prev "O") or after another type."""
+    return tag.startswith("I-") and (prev == "O" or prev[2:] != tag[2:])
+
+
+def tag_scheme(sequences) -> str:
+    """The scheme of a split's tag sequences: IOB2 | IOB1 | BIOES | plain (see the module docstring)."""
+    sequences = list(sequences)
+    tags = {t for row in sequences for t in row}
+    if tags <= {"O"} or not all(t == "O" or (t[:2] in ENTITY_PREFIXES and len(t) > 2) for t in tags):
+        return "plain"
+    if any(t[:2] in ("E-", "S-") for t in tags):
+        return "BIOES"
+    for row in sequences:
+        prev = "O"
+        for t in row:
+            if _starts_with_inside(prev, t):
+                return "IOB1"
+            prev = t
+    return "IOB2"
+
+
+def iob1_to_iob2(tags: list[str]) -> tuple[list[str], int]:
+    """(IOB2 tags, how many were changed): an I-X that begins an entity becomes B-X."""
+    out, prev, changed = [], "O", 0
+    for t in tags:
+        if _starts_with_inside(prev, t):
+            t, changed = "B-" + t[2:], changed + 1
+        out.append(t)
+        prev = t
+    return out, changed
 
 
 def sort_labels(tags) -> list[str]:
@@ -109,6 +154,24 @@ class NerTask(Task):
         return d, {**missing, **empty}
 
     def prepare(self, raw):
+        """The tag scheme of the training split (IOB1 converted to IOB2 in every split, counted), then the label
+        set; validation and test tags must be training tags."""
+        self.scheme, self.converted = tag_scheme(raw["train"]["tags"]), 0
+        if self.scheme == "IOB1":
+            for split in list(raw):
+                counts = []
+
+                def convert(batch, counts=counts):
+                    rows = [iob1_to_iob2(tags) for tags in batch["tags"]]
+                    counts.extend(n for _, n in rows)
+                    return {"tags": [tags for tags, _ in rows]}
+
+                raw[split] = raw[split].map(convert, batched=True, desc="tags: IOB1 -> IOB2")
+                self.converted += sum(counts)
+        shown = "IOB1, converted to IOB2" if self.scheme == "IOB1" else self.scheme
+        how = "token accuracy + macro-F1 over the tags" if self.scheme == "plain" else "seqeval entity F1"
+        logging.getLogger("pipeline").info("ner: tag scheme %s (%d tags changed); scored with %s", shown,
+                                           self.converted, how)
         self.labels = sort_labels(t for row in raw["train"]["tags"] for t in row)
         self.label2id = {l: i for i, l in enumerate(self.labels)}
         for split in ("validation", "test"):
@@ -116,6 +179,9 @@ class NerTask(Task):
             if unknown:
                 raise DataError(f"split '{split}' has tags not seen in train: {unknown[:5]}; the model can only "
                                 f"predict training labels (train labels: {self.labels[:12]})")
+
+    def data_facts(self):
+        return {"tag_scheme": self.scheme, "tags_converted": self.converted}
 
     def tokenizer_corpus(self, raw):
         return (" ".join(toks) for toks in raw["train"]["tokens"])
@@ -158,11 +224,27 @@ class NerTask(Task):
         return preds, refs
 
     def compute_metrics(self, tokenizer):
+        if getattr(self, "scheme", "IOB2") == "plain":
+            return self._plain_tag_metrics()
         seqeval = load_metric("seqeval")
 
         def compute(eval_pred):
             preds, refs = self.decode(eval_pred.predictions, eval_pred.label_ids)
             return flatten_seqeval(seqeval.compute(predictions=preds, references=refs))
+
+        return compute
+
+    def _plain_tag_metrics(self):
+        """Tags that name no entities: every word's tag is scored, token accuracy and macro-F1 (``f1`` too, so the
+        default task.metric selects by it), F1 per tag."""
+        metric, names = load_metric("accuracy_f1"), list(self.labels)
+
+        def compute(eval_pred):
+            preds, refs = self.decode(eval_pred.predictions, eval_pred.label_ids)
+            ids = {t: i for i, t in enumerate(names)}
+            out = metric.compute(predictions=[ids[t] for row in preds for t in row],
+                                 references=[ids[t] for row in refs for t in row], label_names=names)
+            return {"f1": out["macro_f1"], **out}
 
         return compute
 

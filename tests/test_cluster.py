@@ -183,3 +183,13 @@ def test_slurm_launcher_off_a_cluster_is_refused_in_one_line(tmp_path):
     assert r.stderr.strip().splitlines() == ["error: hydra/launcher: sbatch and srun not found: submit from a SLURM "
                                              "login node, or run the jobs on this machine with "
                                              "hydra/launcher=submitit_local"]
+
+
+@pytest.mark.parametrize("plugin", ["hydra/launcher=submitit_slurm", "hydra/sweeper=optuna"])
+def test_launcher_or_sweeper_without_multirun_is_refused_before_anything_trains(plugin, tmp_path):
+    """Hydra ignores a launcher (or a sweeper) outside --multirun: the job would train on this machine and exit 0."""
+    r = run_cli([plugin, "debug=smoke", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert r.returncode == 2
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {plugin.split('=')[0]} is ") and "add --multirun" in line, line
+    assert not (tmp_path / "run").exists()

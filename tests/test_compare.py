@@ -71,6 +71,17 @@ def test_cli_on_chosen_runs_writes_elsewhere(sweep, tmp_path, capsys):
     assert [r["value"] for r in rows] == sorted(r["value"] for r in rows)  # perplexity: lower first
 
 
+def test_a_folder_holding_no_run_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from pipeline.commands.compare import main
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "empty")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "no run directory in it" in err[0]
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
 def test_pareto_front():
     from pipeline.reports.plots import pareto
 

@@ -213,6 +213,26 @@ def test_bad_run_dir_is_one_line_exit_2(tmp_path):
     assert out.returncode == 2 and "no saved model/ (status: failed)" in out.stderr
 
 
+def test_model_folder_without_its_weights_is_one_line_and_no_traceback(runs, tmp_path, capsys):
+    import shutil
+
+    from pipeline.commands.predict import main
+
+    run = tmp_path / "copied"
+    shutil.copytree(runs["ner"] / ".hydra", run / ".hydra")
+    shutil.copytree(runs["ner"] / "model", run / "model")
+    (run / "model" / "model.safetensors").unlink()  # the folder copied without its weights
+    with pytest.raises(SystemExit) as e:
+        main([str(run), "--text", "Angela Merkel visited Paris ."])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "no weights in it (model.safetensors" in err[0], err
+    (run / "model" / "model.safetensors").write_bytes(b"not a safetensors file")  # damaged weights
+    with pytest.raises(SystemExit) as e:
+        main([str(run), "--text", "Angela Merkel visited Paris .", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err[-1].startswith("error: ") and "cannot load the run's model" in err[-1], err
+
+
 def test_bad_input_file_fails_before_loading_the_model(runs, tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"dialogue": "unterminated\n')
     (tmp_path / "cols.csv").write_text("id,body\n1,hello\n")

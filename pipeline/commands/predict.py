@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 
 from pipeline.commands import one_line_errors
 from pipeline.config import typecheck
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import ConfigError, DataError, ModelError
 from pipeline.infra.rundir import unwritable_reason
 
 
@@ -44,6 +44,9 @@ def resolve_run(path) -> tuple[Path, Path]:
         status = run_dir / "status.json"
         state = json.loads(status.read_text()).get("status", "?") if status.is_file() else "unknown"
         raise ConfigError(f"{run_dir}: the run has no saved model/ (status: {state}); predict needs a completed run")
+    if not any((model_dir / w).is_file() for w in WEIGHTS):
+        raise ModelError(f"{model_dir}: no weights in it ({' / '.join(WEIGHTS)}): the model folder is incomplete "
+                         f"(copied in part?); copy the whole model/ folder of the run, or rerun it")
     return run_dir, model_dir
 
 
@@ -53,6 +56,9 @@ def run_task(run_dir: Path):
 
     cfg = OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml")
     return get_task(cfg)
+
+
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
 
 
 class Predictor:
@@ -67,16 +73,22 @@ class Predictor:
     def _load(self, device):
         import torch  # torch, transformers: only once a model is loaded (--help and bad inputs stay fast)
         import transformers
+        from safetensors import SafetensorError
 
-        tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_dir)
-        if (self.model_dir / "adapter_config.json").is_file():
-            from pipeline.models.saved import NOT_MERGEABLE, load_model  # peft: only for adapter runs
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_dir)
+            if (self.model_dir / "adapter_config.json").is_file():
+                from pipeline.models.saved import NOT_MERGEABLE, load_model  # peft: only for adapter runs
 
-            model = load_model(self.model_dir)  # PeftModel over its base (base/ holds the head's labels)
-            if model.active_peft_config.peft_type not in NOT_MERGEABLE:
-                model = model.merge_and_unload()  # plain model: faster, and pipelines know its class
-        else:
-            model = getattr(transformers, self.task.auto_class).from_pretrained(self.model_dir)
+                model = load_model(self.model_dir)  # PeftModel over its base (base/ holds the head's labels)
+                if model.active_peft_config.peft_type not in NOT_MERGEABLE:
+                    model = model.merge_and_unload()  # plain model: faster, and pipelines know its class
+            else:
+                model = getattr(transformers, self.task.auto_class).from_pretrained(self.model_dir)
+        except (OSError, ValueError, KeyError, SafetensorError) as e:  # a damaged or partly copied model/ folder
+            raise ModelError(f"{self.model_dir}: cannot load the run's model ({type(e).__name__}: "
+                             f"{(str(e).splitlines() or [''])[0][:200]}); copy the whole model/ folder of the run, "
+                             f"or rerun it") from None
         if tokenizer.pad_token is None and tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -70,11 +70,35 @@ def failed_runs(sweep_dir: Path, since: float = 0.0) -> list[Path]:
     return failed
 
 
+BASIC = {"launcher": "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+         "sweeper": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"}
+
+
+def unused_plugin(config) -> str | None:
+    """A launcher or sweeper chosen for a single run, which Hydra ignores without --multirun (the run would train
+    right here, e.g. on a SLURM login node, and exit 0): the one-line refusal, else None."""
+    for group, basic in BASIC.items():
+        target = str(config.hydra[group].get("_target_", basic))
+        if target != basic:
+            name = target.rsplit(".", 1)[-1]
+            return (f"hydra/{group} is {name}, which only {'launches' if group == 'launcher' else 'runs'} "
+                    f"--multirun sweeps: without --multirun this run would train here, on this machine; add "
+                    f"--multirun (one job: finetune --multirun <the same overrides>), or drop hydra/{group}=...")
+    return None
+
+
 class SweepJobs(Callback):
-    """Refuse a launcher / sweeper whose package is missing (one line, exit 2) before any job; after the sweep,
-    record its failed jobs (this invocation's only: a continued Optuna study has earlier runs in the same folder)."""
+    """Refuse a launcher / sweeper whose package is missing (one line, exit 2) before any job, and one chosen for a
+    single run (no --multirun); after the sweep, record its failed jobs (this invocation's only: a continued Optuna
+    study has earlier runs in the same folder)."""
 
     started = 0.0
+
+    def on_run_start(self, config, **kwargs) -> None:
+        why = unused_plugin(config)
+        if why:
+            print(f"error: {why}", file=sys.stderr)
+            sys.exit(2)
 
     def on_multirun_start(self, config, **kwargs) -> None:
         for group in ("launcher", "sweeper"):

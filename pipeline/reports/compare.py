@@ -11,6 +11,7 @@ Each run's headline and direction come from its own .hydra/config.yaml (``headli
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from pipeline.errors import ConfigError
 from pipeline.infra.distributed import rank
 from pipeline.reports import pages
 from pipeline.reports.plots import plot
@@ -95,27 +97,35 @@ def markdown(secs: dict) -> str:
 
 
 def compare(dirs, out=None) -> dict:
-    """Write comparison.{md,csv,json,png} to ``out`` (default: the first directory); returns the sections."""
+    """Write comparison.{md,csv,json,png,html} to ``out`` (default: the first directory); returns the sections.
+    Folders holding no run are refused (ConfigError) before anything is written; each file is written whole or not
+    at all (atomic), so an interrupted report never leaves a half file."""
     dirs = [Path(d) for d in dirs]
     out = Path(out) if out else dirs[0]
     runs = [r.resolve() for r in find_runs(dirs)]
-    root = Path(os.path.commonpath(runs)) if len(runs) > 1 else (runs[0].parent if runs else out)
+    if not runs:
+        raise ConfigError(f"{', '.join(map(str, dirs))}: no run directory in it (a run directory holds metrics.json "
+                          f"or status.json); give finetune's output folders, e.g. outputs/<name> or a multirun "
+                          f"folder")
+    root = Path(os.path.commonpath(runs)) if len(runs) > 1 else runs[0].parent
     rows = [read_run(r, root) for r in runs]
     secs = sections(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "comparison.md").write_text(markdown(secs))
-    with open(out / "comparison.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(r for g in secs.values() for r in g)
-    (out / "comparison.json").write_text(json.dumps(
-        {"sections": [{"family": fam, "task": task, "runs": g} for (fam, task), g in secs.items()]}, indent=2))
     histories = {r["run"]: loss_history(p) for r, p in zip(rows, runs)}
-    plot(secs or {("none", "none"): []}, histories, out / "comparison.png")
     study = next((s for s in map(pages.optuna_results, dirs) if s), None)  # optuna.json of a search
     links = {r["run"]: os.path.relpath(p / "report.html", out) for r, p in zip(rows, runs)
              if (p / "report.html").is_file()}
-    write_atomic(out / "comparison.html", pages.comparison_page(secs, histories, study, links))
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(r for g in secs.values() for r in g)
+    page = pages.comparison_page(secs, histories, study, links)  # everything computed before the first write
+    out.mkdir(parents=True, exist_ok=True)
+    plot(secs, histories, out / "comparison.png")
+    write_atomic(out / "comparison.md", markdown(secs))
+    write_atomic(out / "comparison.csv", table.getvalue())
+    write_atomic(out / "comparison.json", json.dumps(
+        {"sections": [{"family": fam, "task": task, "runs": g} for (fam, task), g in secs.items()]}, indent=2))
+    write_atomic(out / "comparison.html", page)
     return secs
 
 

@@ -4,6 +4,7 @@ start (pipeline/reports/compare.py), and matplotlib costs a second or more to im
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 COSTS = (("trainable_params", "trainable parameters", True), ("train_seconds", "train time (s)", False),
@@ -63,5 +64,7 @@ def plot(secs: dict, histories: dict, path: Path) -> None:
     import matplotlib.pyplot as plt  # see the module docstring
 
     fig = figure(secs, histories)
-    fig.savefig(path, dpi=90)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=90, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
+    os.replace(tmp, path)  # whole or not at all

@@ -300,3 +300,20 @@ def test_translation_matches_the_evaluate_stage_samples(runs, tmp_path):
     src = tmp_path / "sentences.jsonl"
     src.write_text("".join(json.dumps({"text": r["en"]}) + "\n" for r in rows))  # "text": an alias of "en"
     assert p.predict([r["_input"] for r in read_inputs(str(src), p.task, None)]) == preds
+
+
+def test_the_documented_output_keys_are_each_tasks_own():
+    """docs/commands.md's table of what finetune-predict writes: every task, its input keys and prediction key."""
+    import re
+
+    from conftest import compose
+    from pipeline.tasks import get_task, task_classes
+
+    rows = re.findall(r"^  \| `([\w-]+)` \| (.*?) \| `(\w+)`: ", (ROOT / "docs" / "commands.md").read_text(), re.M)
+    documented = {name: (inputs, key) for name, inputs, key in rows}
+    assert set(documented) == set(task_classes())
+    for name, (inputs, key) in documented.items():
+        task = get_task(compose([f"task={name}"]))
+        assert key == task.output_field, name
+        if name != "translation":  # its input key is the source language code
+            assert re.findall(r"`(\w+)`", inputs) == list(task.input_fields), name

@@ -35,12 +35,31 @@ def test_recipe_smoke_trains_and_reloads_as_before_saving(recipe, metric, tmp_pa
     assert (tmp_path / "model" / "model.safetensors").is_file() and (tmp_path / "model" / "README.md").is_file()
     assert not list(tmp_path.glob("model/*.bin")), "weights and args must not be pickles"
     assert_samples_line_up_with_their_rows(recipe, tmp_path)
+    assert_documented_smoke_figure(recipe, metric, saved[metric])
     from pipeline.tasks import get_task
 
     auto = getattr(transformers, get_task(compose([f"recipe={recipe}", "debug=smoke"])).auto_class)
     reloaded = auto.from_pretrained(tmp_path / "model")
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "model")
     assert torch.equal(_logits(reloaded, tok), captured["logits"])  # the model in memory when it was saved
+
+
+LABELS = {"test_f1": "F1", "test_perplexity": "perplexity", "test_rougeL": "ROUGE-L", "test_accuracy": "accuracy",
+          "test_bleu": "BLEU"}
+
+
+def assert_documented_smoke_figure(recipe, metric, value):
+    """recipes/README.md's smoke table states what this run measures (its headline, at the doc's precision)."""
+    import re
+
+    row = next(line for line in (ROOT / "recipes" / "README.md").read_text().splitlines()
+               if line.startswith(f"| `{recipe}` | `finetune recipe={recipe} debug=smoke`"))
+    found = re.search(rf"test {re.escape(LABELS[metric])} (-?[0-9.]+)(?:\u2013([0-9.]+))?", row.split("|")[4])
+    assert found, f"recipes/README.md's smoke row of {recipe} states no test {LABELS[metric]}: {row}"
+    low, high = float(found.group(1)), float(found.group(2) or found.group(1))  # a value, or a range a–b
+    slack = max(0.05, 0.1 * abs(value))
+    assert low - slack <= value <= high + slack, \
+        f"recipes/README.md says {recipe} smoke test {LABELS[metric]} {found.group(0)}; this run measured {value:.4f}"
 
 
 # the sample key holding a row's gold value, and the raw column it comes from (tasks whose samples show it)

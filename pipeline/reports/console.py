@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from pipeline.infra.distributed import is_main
+from pipeline.reports.runs import headline
 
 SUMMARY_KEYS = ("train_loss", "train_runtime", "train_samples_per_second", "train_tokens_per_second",
                 "trainable_params", "total_params", "peak_rss_mb", "peak_gpu_mem_mb", "wall_seconds")
@@ -100,7 +101,7 @@ def summary_table(cfg, metrics: dict, run_dir: Path, hub_url: str | None = None)
     table = Table(title=f"{cfg.get('name')}: {cfg.task.name} with {model} ({cfg.method.name})", header_style="bold")
     table.add_column("metric / output")
     table.add_column("value", overflow="fold")
-    key = f"test_{cfg.task.metric}"
+    key = headline(cfg)[0]  # the documented headline (task.report_metric or task.metric), as in the comparison
     scores = sorted(k for k, v in metrics.items() if k.startswith(("eval_", "test_")) and isinstance(v, float)
                     and not k.endswith(("_runtime", "_per_second", "_number")))
     for k in scores:
@@ -116,7 +117,7 @@ def summary_table(cfg, metrics: dict, run_dir: Path, hub_url: str | None = None)
 
 
 def final_line(cfg, metrics: dict, run_dir: Path) -> str:
-    key = f"test_{cfg.task.metric}"
+    key = headline(cfg)[0]
     value = metrics.get(key)
     run_dir = Path(run_dir)
     return (f"done: {key}={value:.4f}  model: {run_dir / 'model'}  metrics: {run_dir / 'metrics.json'}"

@@ -27,7 +27,8 @@ def training_fields(fields: dict, cfg) -> dict:
                           f"improvement of {cfg.task.metric} that counts)")
     if fields.get("eval_strategy") in ("no", None):
         raise ConfigError("trainer.early_stopping_patience needs evaluations on the validation split: set "
-                          "do_eval=true and trainer.eval_strategy=epoch (or steps with +trainer.eval_steps=N)")
+                          "do_eval=true and trainer.eval_strategy=epoch (or trainer.eval_strategy=steps "
+                          "trainer.save_strategy=steps +trainer.eval_steps=N +trainer.save_steps=N)")
     if not fields.get("load_best_model_at_end"):
         raise ConfigError("trainer.early_stopping_patience needs trainer.load_best_model_at_end=true (the model kept "
                           "is the best checkpoint, not the one training stopped at)")

@@ -39,6 +39,11 @@ def training_args(cfg, task, run_dir: Path):
     except TypeError as e:
         raise ConfigError(f"trainer: {e} (the trainer group takes {args_class.__name__} fields)") from e
     except ValueError as e:
+        if "requires the save and eval strategy to match" in str(e):  # transformers names its CLI flags here
+            raise ConfigError(f"trainer.load_best_model_at_end=true needs trainer.save_strategy to equal "
+                              f"trainer.eval_strategy (now {fields.get('save_strategy')} and "
+                              f"{fields.get('eval_strategy')}): set both (with +trainer.eval_steps=N "
+                              f"+trainer.save_steps=N for steps), or trainer.load_best_model_at_end=false") from e
         raise ConfigError(f"trainer: {' '.join(str(e).split())[:400]}") from e  # one line, all of it
 
 

@@ -72,21 +72,26 @@ def test_second_run_in_the_same_directory_is_refused_then_a_stale_lock_is_taken_
     assert f"taking over the stale lock of a run that died (pid {holder.pid}" in caplog.text
 
 
-def test_sigterm_marks_the_run_failed_and_releases_the_lock(tmp_path):
+@pytest.mark.parametrize("sig,code,line", [
+    ("SIGTERM", 143, "error: stopped by SIGTERM (preemption or kill); complete checkpoints are kept; continue with "
+                     "resume=auto and the same hydra.run.dir"),
+    ("SIGINT", 130, "error: interrupted (Ctrl-C); complete checkpoints are kept; continue with resume=auto and the "
+                    "same hydra.run.dir"),
+])
+def test_sigterm_or_ctrl_c_marks_the_run_failed_in_one_line_and_releases_the_lock(sig, code, line, tmp_path):
     import os
 
     from pipeline.infra.rundir import is_locked
     from test_resume import KILLER
 
     run_dir = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-c", KILLER, "20", "SIGTERM", *SMOKE, f"hydra.run.dir={run_dir}"],
+    r = subprocess.run([sys.executable, "-c", KILLER, "20", sig, *SMOKE, f"hydra.run.dir={run_dir}"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert r.returncode == 143, r.stderr[-2000:]
-    assert r.stderr.strip().splitlines()[-1] == ("error: stopped by SIGTERM (preemption or kill); complete checkpoints "
-                                                 "are kept; continue with resume=auto and the same hydra.run.dir")
+    assert r.returncode == code, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1] == line and "Traceback" not in r.stderr
     status = json.loads((run_dir / "status.json").read_text())
-    assert status["status"] == "failed" and "SIGTERM" in status["error"] and not is_locked(run_dir)
+    assert status["status"] == "failed" and line[len("error: "):] == status["error"] and not is_locked(run_dir)
     assert (run_dir / "checkpoints" / "checkpoint-16" / "COMPLETE").is_file() and not (run_dir / "model").exists()
 
 

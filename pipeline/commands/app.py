@@ -40,7 +40,7 @@ from omegaconf import OmegaConf
 from pipeline.commands import one_line_errors
 from pipeline.errors import PipelineError
 from pipeline.infra import distributed
-from pipeline.infra.rundir import LOCK_NAME, RunLock, Terminated, raise_on_sigterm, write_status
+from pipeline.infra.rundir import INTERRUPTED, LOCK_NAME, RunLock, Terminated, raise_on_sigterm, write_status
 from pipeline.infra.sweep import FAILED_JOBS, LAUNCH_FAILURES, quiet_schema_notice
 from pipeline.integrations import tracking
 from pipeline.reports import console
@@ -157,13 +157,15 @@ def hydra_app(body, finish):
                 write_status(run_dir, "requeued", **cluster.requeue_facts())
                 raise  # submitit requeued the job: it continues in this run directory from the checkpoint
             tracking.fail()  # an open MLflow / W&B run is closed as failed
-            err = e if isinstance(e, PipelineError) else user_error(e, cfg, run_dir)
+            err = e if isinstance(e, PipelineError) else INTERRUPTED if isinstance(e, KeyboardInterrupt) else \
+                user_error(e, cfg, run_dir)
             refused_earlier = accept.refused()
             root = distributed.root_error(str(err) if err else f"{type(e).__name__}: {e}")
             if not refused_earlier:
                 write_status(run_dir, "failed", error=root)
             distributed.exit_if_secondary(err.exit_code if err else 1)  # several ranks: the first failure shows
-            sweep = str(HydraConfig.get().mode) == "RunMode.MULTIRUN" and not isinstance(e, Terminated)
+            sweep = str(HydraConfig.get().mode) == "RunMode.MULTIRUN" and not isinstance(e, (Terminated,
+                                                                                           KeyboardInterrupt))
             if isinstance(e, Exception) and not full_errors and sweep:
                 if refused_earlier:  # no status.json of its own to count it from
                     LAUNCH_FAILURES.append(f"{run_dir} (refused: {err or type(e).__name__})")

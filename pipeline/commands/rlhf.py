@@ -27,7 +27,8 @@ def rlhf(cfg, run_dir: Path, accept=None) -> dict:
     rl = cfg.rlhf
     if not rl.get("policy_path") and (rl.get("algorithm") != "reward" or rl.reward.get("init") == "policy"):
         raise ConfigError(f"finetune-rlhf rlhf={rl.get('algorithm')} needs rlhf.policy_path=<an earlier run>/model")
-    from pipeline import rlhf as stage  # torch, transformers, trl: only once a run starts
+    # torch, transformers, trl: only once a run starts (--help and --cfg job stay light)
+    from pipeline import rlhf as stage
     from pipeline.stages import check
     from pipeline.stages.resolve import resolve
 

@@ -23,7 +23,12 @@ def drop_rows(d, columns, keep, reason: str):
 def string_lists(d, split: str, columns) -> None:
     """Each of ``columns`` must hold lists of strings (a list-of-int column is a label-id file without names)."""
     for col in columns:
-        inner = getattr(d.features[col], "feature", None)
+        feature = d.features[col]
+        inner = getattr(feature, "feature", None)
+        if inner is None and getattr(feature, "dtype", None) in ("string", "large_string"):
+            raise DataError(f"split '{split}' column '{col}' holds text, not a list of words (a CSV cell cannot hold "
+                            f"a list); give word-tagging data as JSON lines ({{\"tokens\": [...], \"tags\": [...]}} "
+                            f"per sentence) or CoNLL columns (one 'word tag' line per word)")
         if getattr(inner, "dtype", None) not in ("string", "large_string", "null"):  # null: all empty
-            raise DataError(f"split '{split}' column '{col}' must hold lists of strings, found {d.features[col]}; "
+            raise DataError(f"split '{split}' column '{col}' must hold lists of strings, found {feature}; "
                             f"write words and tags as JSON strings")

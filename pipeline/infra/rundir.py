@@ -41,6 +41,16 @@ class Terminated(PipelineError):
     exit_code = 143
 
 
+class Interrupted(PipelineError):
+    """Ctrl-C: recorded as failed, one line instead of a traceback, exit 130 (the shell's code for SIGINT)."""
+
+    exit_code = 130
+
+
+INTERRUPTED = Interrupted("interrupted (Ctrl-C); complete checkpoints are kept; continue with resume=auto and the "
+                          "same hydra.run.dir")
+
+
 def raise_on_sigterm() -> None:
     """Turn SIGTERM into an exception, so the run records ``failed`` in status.json and releases its lock."""
     def handler(signum, frame):

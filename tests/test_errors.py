@@ -75,8 +75,8 @@ CASES = [
     ("learning rate not a number", ["debug=smoke", "trainer.learning_rate=3e-4x"], {}, {},
      "trainer.learning_rate='3e-4x' is not a number; give trainer.learning_rate=<number>"),
     ("trainer settings that conflict", ["debug=smoke", "trainer.save_strategy=steps"], {}, {},
-     "--load_best_model_at_end requires the save and eval strategy to match, except when --save_strategy=\"best\", "
-     "but found - Evaluation strategy: IntervalStrategy.EPOCH - Save strategy: SaveStrategy.STEPS"),
+     "trainer.load_best_model_at_end=true needs trainer.save_strategy to equal trainer.eval_strategy (now steps and "
+     "epoch): set both"),
     ("accelerate and trainer disagree", ["debug=smoke"], {}, {"ACCELERATE_MIXED_PRECISION": "fp16"},
      "mixed precision: the accelerate config says fp16"),
     ("hub token in the config", ["debug=smoke", "+trainer.hub_token=secret-xyz"], {}, {},

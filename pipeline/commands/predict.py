@@ -44,9 +44,6 @@ def resolve_run(path) -> tuple[Path, Path]:
         status = run_dir / "status.json"
         state = json.loads(status.read_text()).get("status", "?") if status.is_file() else "unknown"
         raise ConfigError(f"{run_dir}: the run has no saved model/ (status: {state}); predict needs a completed run")
-    if not any((model_dir / w).is_file() for w in WEIGHTS):
-        raise ModelError(f"{model_dir}: no weights in it ({' / '.join(WEIGHTS)}): the model folder is incomplete "
-                         f"(copied in part?); copy the whole model/ folder of the run, or rerun it")
     return run_dir, model_dir
 
 
@@ -71,6 +68,9 @@ class Predictor:
         self.tokenizer, self.model = self._load(device)
 
     def _load(self, device):
+        if not any((self.model_dir / w).is_file() for w in WEIGHTS):
+            raise ModelError(f"{self.model_dir}: no weights in it ({' / '.join(WEIGHTS)}): the model folder is "
+                             f"incomplete (copied in part?); copy the whole model/ folder of the run, or rerun it")
         import torch  # torch, transformers: only once a model is loaded (--help and bad inputs stay fast)
         import transformers
         from safetensors import SafetensorError

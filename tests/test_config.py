@@ -380,3 +380,14 @@ def test_a_column_mapping_the_data_config_lacks_is_taken_as_typed():
     assert dict(cfg.data.columns) == {"text": "text", "label": "label_text", "text_pair": "hypothesis"}
     out = run_cli(["recipe=bert-classification", "data.columns.text_pair=hypothesis", "--cfg", "job"])
     assert out.returncode == 0 and "text_pair: hypothesis" in out.stdout, out.stderr[-500:]
+
+
+def test_a_home_path_typed_after_the_equals_sign_is_expanded_before_hydra_parses_it():
+    """``data.train_file=~/x.jsonl``: the shell leaves ``~`` after ``=`` alone and Hydra's grammar refuses it."""
+    import os
+
+    from pipeline.commands.app import user_overrides
+
+    home = os.path.expanduser("~")
+    assert user_overrides(["data.train_file=~/d/x.jsonl", "hydra.run.dir=~", "data.columns.text=~weird"]) == [
+        f"data.train_file={home}/d/x.jsonl", f"hydra.run.dir={home}", "++data.columns.text=~weird"]

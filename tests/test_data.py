@@ -244,3 +244,19 @@ def test_truncation_counts_reach_metrics_json(tmp_path):
                   "data.max_train_samples=32", "data.max_eval_samples=8", "data.max_test_samples=8"], tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["data_truncated"]["train"]["task.max_length"] > 0
+
+
+def test_splits_in_different_formats_are_each_read_in_their_own(tmp_path):
+    """A JSON-lines train file beside CSV validation / test files (and CoNLL beside JSON for word tagging): each file
+    is read in the format its extension names, not the first file's."""
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": f"good film {i}", "label": i % 2}) + "\n"
+                                                  for i in range(20)))
+    (tmp_path / "dev.csv").write_text("text,label\n" + "".join(f'"bad, dull film {i}",{i % 2}\n' for i in range(6)))
+    ds = load_raw(data_cfg(train_file=str(tmp_path / "train.jsonl"), validation_file=str(tmp_path / "dev.csv"),
+                           test_file=str(tmp_path / "dev.csv"), source="auto"), "classification", 0)
+    assert len(ds["train"]) == 20 and ds["validation"][0] == {"text": "bad, dull film 0", "label": "0"}
+    (tmp_path / "train.conll").write_text(CONLL)
+    (tmp_path / "dev.jsonl").write_text(json.dumps({"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]}) + "\n")
+    ds = load_raw(data_cfg(train_file=str(tmp_path / "train.conll"), validation_file=str(tmp_path / "dev.jsonl"),
+                           test_file=str(tmp_path / "dev.jsonl"), source="auto"), "ner", 0)
+    assert ds["train"][0]["tokens"] == ["EU", "rejects", "German"] and ds["validation"][0]["tags"] == ["B-ORG", "O"]

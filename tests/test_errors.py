@@ -74,6 +74,8 @@ CASES = [
      "trainer.learning_rate=5 is out of range: it must be < 1.0, e.g. trainer.learning_rate=5e-5"),
     ("learning rate not a number", ["debug=smoke", "trainer.learning_rate=3e-4x"], {}, {},
      "trainer.learning_rate='3e-4x' is not a number; give trainer.learning_rate=<number>"),
+    ("negative max_steps", ["debug=smoke", "trainer.max_steps=-5"], {}, {},
+     "trainer.max_steps=-5 is out of range: it must be >= -1"),
     ("trainer settings that conflict", ["debug=smoke", "trainer.save_strategy=steps"], {}, {},
      "trainer.load_best_model_at_end=true needs trainer.save_strategy to equal trainer.eval_strategy (now steps and "
      "epoch): set both"),

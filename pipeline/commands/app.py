@@ -50,10 +50,20 @@ log = logging.getLogger("pipeline")
 COLUMN_MAPPING = re.compile(r"(rlhf\.)?data\.columns\.[\w-]+=")
 
 
+HOME_VALUE = re.compile(r"^([^=\s]+=)(~(?:/\S*)?)$")
+
+
 def user_overrides(args: list[str]) -> list[str]:
     """Command-line overrides as Hydra takes them: ``data.columns.<canonical>=<yours>`` maps a column whether or not
-    the data config already names it (Hydra alone wants ``+`` for a key the config lacks, e.g. ``text_pair``)."""
-    return ["++" + a if COLUMN_MAPPING.match(a) else a for a in args]
+    the data config already names it (Hydra alone wants ``+`` for a key the config lacks, e.g. ``text_pair``); a
+    value ``~/...`` (a path the shell did not expand after ``=``) is the home folder's, where Hydra's grammar would
+    refuse the ``~`` with a parser error."""
+    out = []
+    for a in args:
+        home = HOME_VALUE.match(a)
+        a = home.group(1) + os.path.expanduser(home.group(2)) if home else a
+        out.append("++" + a if COLUMN_MAPPING.match(a) else a)
+    return out
 
 
 def _prepare_env() -> None:

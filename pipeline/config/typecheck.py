@@ -151,7 +151,8 @@ def _accepts(value, hint) -> bool:
 
 # Ranges of library fields the classes do not check themselves (checked here by field name).
 LIBRARY_RANGES = {
-    "learning_rate": {"gt": 0.0, "lt": 1.0, "hint": "5e-5"}, "num_train_epochs": {"min": 0.0}, "weight_decay": {"min": 0.0},
+    "learning_rate": {"gt": 0.0, "lt": 1.0, "hint": "5e-5"}, "num_train_epochs": {"min": 0.0},
+    "max_steps": {"min": -1, "hint": "-1 (train trainer.num_train_epochs) or a step count"}, "weight_decay": {"min": 0.0},
     "warmup_steps": {"min": 0.0}, "max_grad_norm": {"min": 0.0}, "logging_steps": {"gt": 0.0},
     "eval_steps": {"gt": 0.0}, "save_steps": {"gt": 0.0}, "save_total_limit": SIZE,
     "per_device_train_batch_size": SIZE, "per_device_eval_batch_size": SIZE, "gradient_accumulation_steps": SIZE,

@@ -13,7 +13,7 @@ import logging
 
 import datasets
 
-from pipeline.data.readers import data_files, infer_source, read_conll, read_files, read_hub
+from pipeline.data.readers import data_files, infer_source, read_hub, read_local
 from pipeline.data.synthetic import generate
 from pipeline.errors import DataError
 
@@ -42,7 +42,7 @@ def load_raw(cfg, task, seed: int):
         files = data_files(cfg)
         if "train" not in files:
             raise DataError(f"data.source={source} needs data.train_file=<path>")
-        ds = read_conll(cfg, files) if source == "conll" else read_files(source, cfg, files)
+        ds = read_local(cfg, files, source)
     ds = datasets.DatasetDict({SPLIT_ALIASES.get(k, k): task.raw_rows(SPLIT_ALIASES.get(k, k), v)
                                for k, v in ds.items()})
     mapping = {} if source == "synthetic" else dict(cfg.columns or {})  # generated data is canonical already

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -114,6 +115,26 @@ def read_files(kind: str, cfg, files: dict):
                 why = why.__cause__ or why.__context__  # "An error occurred while generating": say which
             raise DataError(f"could not read {kind} file {path}: {type(why).__name__}: "
                             f"{(str(why).splitlines() or [''])[0][:200]}; fix the file or set data.source") from e
+    return datasets.DatasetDict(out)
+
+
+def file_format(path: str, source: str) -> str:
+    """The format a split's file is read in: its extension's where that names one format (.jsonl / .json, .csv,
+    .conll / .iob), else ``source`` (a .txt file holds what the task says: plain text or CoNLL columns). Splits may
+    mix formats: a JSON-lines train file beside a CSV validation file."""
+    kind = EXTENSIONS.get(Path(path).suffix.lower())
+    return kind if kind in ("json", "csv", "conll") else source
+
+
+def read_local(cfg, files: dict, source: str):
+    """Local files, each split in its own file's format (``file_format``)."""
+    kinds = {split: file_format(path, source) for split, path in files.items()}
+    out = {}
+    for kind in dict.fromkeys(kinds.values()):
+        subset = {split: path for split, path in files.items() if kinds[split] == kind}
+        out.update(read_conll(cfg, subset) if kind == "conll" else read_files(kind, cfg, subset))
+    if len(set(kinds.values())) > 1:
+        logging.getLogger("pipeline").info("data: formats per split: %s", kinds)
     return datasets.DatasetDict(out)
 
 

@@ -165,5 +165,6 @@ def earlier_run(cfg, run_dir, finished=("model",)) -> None:
         return
     done = [f for f in finished if (Path(run_dir) / f).exists()]
     if done:
-        raise ConfigError(f"{run_dir} holds a finished run ({_describe(before)}); give another hydra.run.dir (or "
-                          f"output_root=...) for this one, or continue that run with resume=auto")
+        raise ConfigError(f"{run_dir} holds a finished run ({_describe(before)}); give this one another "
+                          f"hydra.run.dir (a sweep: hydra.sweep.dir; or output_root=...), or continue that run with "
+                          f"resume=auto")

@@ -338,3 +338,40 @@ if __name__ == "__main__":  # the table for the README: python tests/test_errors
         print(f"| {name} | `{msg.splitlines()[0]}` |")
     for name, msg in more_rows():
         print(f"| {name} | `{msg}` |")
+
+
+def test_every_key_a_message_tells_you_to_set_exists():
+    """Each ``<group>.<key>=`` a message or hint in pipeline/ names is a key you can set: in the composed config of
+    some task / RLHF option, or a field of the library class the group feeds (TrainingArguments, a PEFT config);
+    a hint written ``+trainer.key=`` names a key the config does not hold yet (``+`` on a present key fails)."""
+    import ast
+    import dataclasses
+    import re
+
+    from omegaconf import OmegaConf
+    from peft import PEFT_TYPE_TO_CONFIG_MAPPING
+    from transformers import Seq2SeqTrainingArguments
+
+    from conftest import ROOT
+    from pipeline.tasks import task_classes
+
+    hints = {}
+    for f in sorted((ROOT / "pipeline").rglob("*.py")):
+        for n in ast.walk(ast.parse(f.read_text())):
+            if isinstance(n, ast.Constant) and isinstance(n.value, str):
+                for m in re.finditer(r"(?<![\w.{])(\+?)((?:model|task|data|trainer|method|logger|rlhf|hub)"
+                                     r"(?:\.[a-z_0-9]+)+)(?==)", n.value):
+                    hints.setdefault((m.group(1), m.group(2)), f"{f.relative_to(ROOT)}:{n.lineno}")
+    configs = [compose([f"task={t}"]) for t in task_classes()] + [compose(["method=lora"])] + \
+              [compose(["recipe=gpt2-generation", f"rlhf={r}"]) for r in ("grpo", "dpo", "reward")]
+    library = {"trainer": {f.name for f in dataclasses.fields(Seq2SeqTrainingArguments)},
+               "method": {f.name for c in PEFT_TYPE_TO_CONFIG_MAPPING.values() for f in dataclasses.fields(c)}}
+    wrong = []
+    for (plus, key), where in sorted(hints.items()):
+        group, _, rest = key.partition(".")
+        present = any(OmegaConf.select(c, key, default="<absent>") != "<absent>" for c in configs)
+        settable = present or (rest.split(".")[0] in library.get(group, ()) and "." not in rest) or \
+            key.startswith(("data.columns.", "rlhf.data.columns."))  # a column mapping: any canonical column
+        if not settable or (plus and present):
+            wrong.append(f"{where}: {plus}{key}=")
+    assert not wrong, "hints naming keys that cannot be set that way:\n" + "\n".join(wrong)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import compose, run_cli  # noqa: E402
+from conftest import ROOT, compose, run_cli  # noqa: E402
 
 SMOKE = ["debug=smoke", "data.source=auto"]  # tiny scratch model; data files given per case
 NER_ROW = {"tokens": ["EU", "rejects", "German", "call"], "tags": ["B-ORG", "O", "B-MISC", "O"]}
@@ -375,3 +376,24 @@ def test_every_key_a_message_tells_you_to_set_exists():
         if not settable or (plus and present):
             wrong.append(f"{where}: {plus}{key}=")
     assert not wrong, "hints naming keys that cannot be set that way:\n" + "\n".join(wrong)
+
+
+def test_optional_libraries_import_chatter_is_dropped_and_their_errors_kept():
+    """torchao / torch's pytree / DeepSpeed warn at import where installed (pipeline/util/noise.py); a command's
+    console keeps only their errors. The loggers are driven here as those libraries drive them (DeepSpeed sets
+    its own level and a stdout handler after we filter it), and then the real imports run."""
+    code = (
+        "import logging, sys\n"
+        "import pipeline.commands\n"
+        "ds = logging.getLogger('DeepSpeed'); ds.setLevel(logging.INFO); ds.propagate = False\n"
+        "ds.addHandler(logging.StreamHandler(sys.stdout))\n"
+        "ds.warning('Setting accelerator to CPU'); ds.error('deepspeed error kept')\n"
+        "logging.getLogger('torchao.kernel.intmm').warning('Detected no triton')\n"
+        "logging.getLogger('torch.utils._pytree').warning('is an Enum subclass')\n"
+        "import peft, accelerate.utils  # the real imports: torchao / deepspeed load here where installed\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "FINETUNE_LIBRARY_WARNINGS": ""})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["deepspeed error kept"]
+    assert r.stderr == ""

@@ -11,6 +11,10 @@ import sys
 from contextlib import contextmanager
 
 from pipeline.errors import PipelineError
+from pipeline.util.noise import quiet_library_noise
+
+# before any command imports torch / transformers / accelerate (pipeline/util/noise.py says what they print)
+quiet_library_noise()
 
 
 @contextmanager

@@ -1,2 +1,3 @@
-"""Plumbing every layer may use: paths and the atomic writer (``paths``), small text helpers (``text``). Imports
+"""Plumbing every layer may use: paths and the atomic writer (``paths``), small text helpers (``text``), the
+optional libraries' import chatter kept off the console (``noise``). Imports
 nothing of the package but ``pipeline.errors``."""

@@ -18,10 +18,10 @@ import pytest
 
 from conftest import ROOT, run_cli
 
-# Checkpoints every 10 steps (smoke: 48 steps): job 0 is signalled once checkpoint-10 is complete, so its
+# Checkpoints every 10 steps of 24 (half of smoke's 48): job 0 is signalled once checkpoint-10 is complete, so its
 # preemption checkpoint lands between two scheduled ones.
 STEPS = ["debug=smoke", "trainer.eval_strategy=steps", "trainer.save_strategy=steps", "+trainer.eval_steps=10",
-         "+trainer.save_steps=10", "quiet=true"]
+         "+trainer.save_steps=10", "quiet=true", "trainer.max_steps=24"]
 
 
 def _metrics(run_dir: Path) -> dict:

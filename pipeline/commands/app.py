@@ -14,7 +14,8 @@
   quietly; in a ``--multirun`` sweep the failure is logged and the sweep goes on (``launch`` exits 1 at its end);
 - then ``finish(cfg, metrics, run_dir)``: its return value is the sweep's objective.
 ``launch(app)``: under accelerate launch / torchrun every rank agrees on one run directory first, and the process
-group is shut down at the end.
+group is shut down at the end. Hydra's own errors (an unknown config option or key, an override it cannot parse)
+are one line too, with the closest option or key (``hydra_error_line``), exit 2.
 
 Imports stay light (hydra, omegaconf and the light infra modules) until a run starts: ``--help`` and ``--cfg job``
 import no torch; the heavy modules are imported inside the functions that run a job, with the reason beside them.
@@ -23,6 +24,7 @@ import no torch; the heavy modules are imported inside the functions that run a 
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 import logging
 import logging.handlers
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import OmegaConf
 
 from pipeline.commands import one_line_errors
@@ -143,7 +146,7 @@ def hydra_app(body, finish):
     @functools.wraps(body)
     def app(cfg):
         run_dir = Path(HydraConfig.get().runtime.output_dir)
-        full_errors = bool(cfg.get("debug_errors")) or os.environ.get("HYDRA_FULL_ERROR") == "1"
+        full_errors = bool(cfg.get("debug_errors")) or user_wants_tracebacks()
         accept = Acceptance(run_dir, cfg)
         lock = RunLock(run_dir) if distributed.is_main() else nullcontext()
         with one_line_errors():
@@ -196,6 +199,57 @@ def hydra_app(body, finish):
     return hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(app)
 
 
+# launch() sets HYDRA_FULL_ERROR=1 so that Hydra raises its composition errors to us instead of printing them on
+# several lines; the user's own choice travels beside it (to sweep jobs and ranks too) under this name.
+USER_FULL_ERROR = "FINETUNE_HYDRA_FULL_ERROR"
+
+
+def user_wants_tracebacks() -> bool:
+    return os.environ.get(USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", "0")) == "1"
+
+
+def hydra_error_line(e: HydraException) -> str:
+    """Hydra's error as one line, naming the closest option or key where the user mistyped one."""
+    if isinstance(e, MissingConfigException) and e.options is not None:
+        found = re.search(r"Could not find '([^']+)/([^'/]+)'", str(e))
+        if found:
+            group, name = found.groups()
+            close = difflib.get_close_matches(name, e.options, n=1)
+            hint = f"did you mean {group}={close[0]}? " if close else ""
+            return f"{group}={name}: no such {group} in conf/{group}/; {hint}options: {', '.join(e.options)}"
+    cause = e.__cause__
+    key, parent = getattr(cause, "full_key", None), getattr(cause, "parent_node", None)
+    if key and parent is not None and "not in struct" in str(cause):
+        prefix, _, leaf = str(key).rpartition(".")
+        close = difflib.get_close_matches(leaf, [str(k) for k in parent.keys()], n=1)
+        where = f"{prefix}." if prefix else ""
+        hint = f"did you mean {where}{close[0]}? " if close else ""
+        return (f"{key}: no such key in the config; {hint}(a key the config lacks on purpose is added with "
+                f"+{key}=...; finetune --cfg job prints every key)")
+    if isinstance(e, OverrideParseException):
+        message = "; ".join(line for line in e.message.splitlines() if line and not line.startswith("See https"))
+        return (f"cannot read the override {e.override!r}: {message}; quote values holding spaces or brackets "
+                f"(key='a value'), give lists as key=[a,b]")
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if cause is not None and str(cause).strip():
+        lines.append(str(cause).splitlines()[0].strip())
+    return "; ".join(lines)
+
+
+def _hydra_errors_as_one_line(app) -> None:
+    """Run ``app`` with Hydra's composition errors raised (HYDRA_FULL_ERROR=1) and printed as one line, exit 2;
+    the traceback instead where the user set HYDRA_FULL_ERROR=1."""
+    os.environ.setdefault(USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", "0"))
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        app()
+    except HydraException as e:
+        if user_wants_tracebacks():
+            raise
+        print(f"error: {hydra_error_line(e)}", file=sys.stderr)
+        sys.exit(2)
+
+
 def launch(app) -> None:
     """Run a Hydra app: under accelerate launch / torchrun every rank agrees on one run directory first; at the end
     the process group (if any: DeepSpeed makes one for a single process too) is destroyed, and a rank of several
@@ -205,14 +259,14 @@ def launch(app) -> None:
     distributed.before_hydra()  # quiet non-main ranks, one run directory
     if distributed.world_size() <= 1:
         try:
-            app()
+            _hydra_errors_as_one_line(app)
         finally:
             distributed.shutdown()
         _exit_if_jobs_failed()
         return
     code: int | str | None = 0
     try:
-        app()
+        _hydra_errors_as_one_line(app)
     except SystemExit as e:  # Hydra's own errors, our one-line errors (exit 2)
         code = e.code
     except BaseException:  # debug_errors=true / HYDRA_FULL_ERROR=1: the traceback, then exit 1

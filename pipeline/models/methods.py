@@ -3,7 +3,8 @@
 A method config has a ``kind``: ``full`` (every weight trains), ``freeze`` (only the task head and the last
 ``train_last_layers`` blocks train) or ``peft``. For ``peft`` the config names a ``peft_type`` (a ``peft.PeftType``)
 and every key that is not a pipeline key is passed to that PEFT config class, so ``method.r=16`` reaches
-``LoraConfig(r=16)``. Target modules come from the model family (``targets: attention`` -> ``Family.lora_targets``).
+``LoraConfig(r=16)``. Target modules come from peft's own per-model mapping for the method (``targets: attention``),
+else ``all-linear``; a method that cannot take ``all-linear`` is refused, naming ``method.target_modules``.
 Combinations that cannot work are refused by ``check`` with one line (``REFUSALS``), before any data is loaded.
 """
 
@@ -62,8 +63,8 @@ def _checkpointing(cfg) -> bool:
 
 
 REFUSALS = (
-    Refusal("GPT-2 Conv1D", lambda m, cfg, fam: m.get("peft_type") in CONV1D_UNSUPPORTED and fam.name == "gpt2",
-            "peft cannot wrap GPT-2's Conv1D layers with this method",
+    Refusal("GPT-2 Conv1D", lambda m, cfg, fam: m.get("peft_type") in CONV1D_UNSUPPORTED and fam.conv1d,
+            "peft cannot wrap the Conv1D layers of GPT-2-style models (transformers' Conv1D) with this method",
             "method=lora, dora, ia3 or vera (they support Conv1D)"),
     Refusal("prefix on encoders", lambda m, cfg, fam: m.get("peft_type") == "PREFIX_TUNING" and fam.arch == "encoder",
             "prefix tuning feeds past key values, which encoder-only models (BERT family) do not take in "
@@ -106,10 +107,10 @@ def validate(cfg, family) -> None:
         peft_config(mcfg, family, task.peft_task_type, task.head_names, total_steps=1, model=None)  # keys / values
 
 
-def refusal(method: str, task_name: str, trainer: dict | None = None) -> str | None:
+def refusal(method: str, task_name: str, trainer: dict | None = None, family: str | None = None) -> str | None:
     """The one-line refusal of ``method`` for ``task_name`` on the family its architecture is tested with (None:
     allowed). Used by tests and the README table."""
-    fam = get_family(REPRESENTATIVE[task_class(task_name).archs[0]])
+    fam = get_family(family or REPRESENTATIVE[task_class(task_name).archs[0]])
     cfg = OmegaConf.create({"method": load_method(method), "trainer": trainer or {}, "task": {"name": task_name},
                             "model": {"init": "pretrained"}})
     try:
@@ -136,8 +137,18 @@ def load_kwargs(mcfg) -> dict:
                                                       bnb_4bit_compute_dtype=torch.bfloat16)}
 
 
-def resolve_targets(targets, family, model=None):
-    """``attention`` | ``mlp`` | ``attention+mlp`` | ``norms`` | ``all-linear`` | a list of module names."""
+def attention_targets(family, peft_type: str | None):
+    """peft's own targets of this model type for the method (LoRA's for LoRA-style methods), else all-linear."""
+    found = family.peft_targets(str(peft_type)) if peft_type else None
+    if peft_type == "IA3" and found:  # peft's IA3 list holds its feed-forward modules too: attention is the rest
+        found = [t for t in found if t not in (family.peft_targets("IA3_FEEDFORWARD") or [])] or found
+    return found or list(family.lora_targets) or "all-linear"
+
+
+def resolve_targets(targets, family, model=None, peft_type: str | None = None):
+    """``attention`` | ``mlp`` | ``attention+mlp`` | ``norms`` | ``all-linear`` | a list of module names.
+    ``attention``: peft's own mapping of the model type for ``peft_type`` (the list peft itself falls back to), else
+    LoRA's, else ``all-linear`` (every linear layer but the output head)."""
     if targets is None or isinstance(targets, str) and targets == "all-linear":
         return targets
     if isinstance(targets, (list, tuple)) and all(isinstance(t, str) for t in targets):
@@ -148,9 +159,16 @@ def resolve_targets(targets, family, model=None):
     names = []
     for part in targets.split("+"):
         if part == "attention":
-            names += family.lora_targets
+            found = attention_targets(family, peft_type)
+            if found == "all-linear":
+                return "all-linear"  # covers the feed-forward layers too
+            names += [t for t in found if t not in names]
         elif part == "mlp":
-            names += family.mlp_targets
+            if not family.mlp_targets:
+                raise ConfigError(f"method.targets={targets}: no library lists the feed-forward modules of model "
+                                  f"type {family.name}; set method.target_modules=[names] (print(model) shows them) "
+                                  f"or method.targets=all-linear")
+            names += [t for t in family.mlp_targets if t not in names]
         elif part == "norms":
             names += norm_module_names(model) if model is not None else ["<norms>"]
         else:
@@ -181,7 +199,10 @@ def peft_config(mcfg, family, task_type: str, heads: tuple, total_steps: int | N
 
     library_fields(kwargs, config_class, "method.")  # types of the config class's fields, ranges (r >= 1, ...)
     kwargs["task_type"] = task_type
-    targets = resolve_targets(mcfg.get("targets"), family, model)
+    targets = resolve_targets(mcfg.get("targets"), family, model, str(mcfg.peft_type))
+    if targets == "all-linear" and "target_modules" not in fields:
+        raise ConfigError(f"method={mcfg.name}: peft knows no target modules of model type {family.name} for "
+                          f"{mcfg.peft_type}; set method.target_modules=[module names] (print(model) shows them)")
     if "target_modules" in fields and kwargs.get("target_modules") is None and targets is not None:
         kwargs["target_modules"] = targets
     if "feedforward_modules" in fields and kwargs.get("feedforward_modules") is None and targets != "all-linear":

@@ -14,7 +14,7 @@ from omegaconf import MISSING
 
 from pipeline.data import synthetic as gen
 from pipeline.errors import ConfigError, DataError
-from pipeline.families import get_family
+from pipeline.families import model_family, task_prefix
 from pipeline.metrics import load_metric
 from pipeline.tasks import seq2seq
 from pipeline.tasks.seq2seq import Seq2SeqTask
@@ -84,7 +84,10 @@ class TranslationTask(Seq2SeqTask):
         p = self.tcfg.source_prefix
         if p != "auto":
             return p or ""
-        if not get_family(self.cfg.model.family).source_prefix:  # family trained without task prefixes (BART)
+        own = task_prefix(self.cfg.model, f"translation_{src}_to_{tgt}")
+        if own is not None:
+            return own  # the checkpoint's own (t5-small: "translate English to German: ")
+        if not model_family(self.cfg.model).source_prefix:  # a type trained without prefixes (BART, Marian)
             return ""
         unknown = [c for c in (src, tgt) if c not in LANGUAGES]
         if unknown:

@@ -293,8 +293,31 @@ def task_prefix(mcfg, task_key: str) -> str | None:
     return str((params[task_key] or {}).get("prefix") or "") if task_key in params else None
 
 
+
+def named_type(mcfg) -> str | None:
+    """config.model_type of the model named by ``mcfg`` when its config.json is at hand (a folder, a cached hub id)."""
+    if not mcfg.get("name_or_path"):
+        return None
+    try:
+        path = config_file(str(mcfg.name_or_path), mcfg.get("revision"))
+        return json.loads(path.read_text()).get("model_type") if path is not None else None
+    except (ModelError, OSError, ValueError):
+        return None
+
+
+def model_type_of(mcfg, named: str | None) -> str:
+    """The model type a run builds: the named checkpoint's (``named``) where at hand; else (init=scratch, or a hub
+    id not at hand) an explicit model.family, else model.scratch.model_type (what the model file builds), else bert."""
+    if named:
+        return named
+    explicit = mcfg.get("family")
+    scratch = mcfg.get("scratch") or {}
+    return (family_types(str(explicit))[0] if explicit else None) or scratch.get("model_type") or "bert"
+
+
 def model_family(mcfg) -> Family:
     """The family of a model config: model.family once resolved (pipeline/stages/resolve.py sets it from the
-    checkpoint), else what the model file builds (model.scratch.model_type) for a config composed but not resolved."""
-    scratch = mcfg.get("scratch") or {}
-    return get_family(mcfg.get("family") or scratch.get("model_type") or "bert")
+    checkpoint), else worked out the same way for a config composed but not resolved (a run's .hydra/config.yaml)."""
+    if mcfg.get("family") and (mcfg.get("scratch") or {}).get("model_type") == mcfg.get("family"):
+        return get_family(mcfg.family)  # resolved
+    return get_family(model_type_of(mcfg, named_type(mcfg)))

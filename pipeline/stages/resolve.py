@@ -28,7 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pipeline.config import schema, typecheck
 from pipeline.data.readers import infer_source
 from pipeline.errors import ConfigError
-from pipeline.families import check_model_type, family_types, get_family, read_config
+from pipeline.families import check_model_type, get_family, model_type_of, read_config
 from pipeline.infra import distributed
 from pipeline.models.methods import method_kind
 from pipeline.rlhf.common import trl_configs
@@ -143,20 +143,13 @@ def _model_family(cfg) -> None:
     model file builds), else bert. A hub id not at hand offline keeps the model file's type for the config checks;
     check.environment refuses loading it."""
     m = cfg.model
-    explicit = m.get("family")
-    hint = m.scratch.get("model_type") if m.get("scratch") else None
     config = read_config(m, download=m.init == "pretrained") if m.get("name_or_path") else None
-    if config is not None:
-        model_type = config.model_type
-        if m.init == "pretrained":
-            check_model_type(explicit, model_type, m.name_or_path)
-        elif model_type != (explicit or hint):
-            log.info("model: %s is a %s model: the from-config model is a tiny %s", m.name_or_path, model_type,
-                     model_type)
-    elif m.init == "scratch":
-        model_type = (family_types(explicit)[0] if explicit else None) or hint or "bert"
-    else:
-        model_type = explicit or hint or "bert"
+    if config is not None and m.init == "pretrained":
+        check_model_type(m.get("family"), config.model_type, m.name_or_path)
+    model_type = model_type_of(m, config.model_type if config is not None else None)
+    if config is not None and m.init == "scratch":
+        log.info("model: %s is a %s model: the from-config model is a tiny %s", m.name_or_path, model_type,
+                 model_type)
     get_family(model_type)  # a type transformers knows (one line otherwise)
     m.family = model_type
     if m.get("scratch") is not None:

@@ -110,9 +110,34 @@ def load(cfg, task, raw):
         model = _with_attn_fallback(lambda **kw: auto.from_pretrained(path, **kwargs, **kw), common)
     else:
         raise ModelError(f"model.init={mcfg.init}: use pretrained or scratch")
+    _ensure_eos_token(tokenizer, model, task)
     _ensure_pad_token(tokenizer, model)
+    _fit_embeddings(tokenizer, model)
     _ensure_decoder_start(tokenizer, model)
     return tokenizer, model
+
+
+def _ensure_eos_token(tokenizer, model, task):
+    """Causal-LM tasks end each example with EOS; a decoder tokenizer without one (openai-gpt's has only <unk>) gets
+    an end-of-text token added (its embedding row is new)."""
+    if tokenizer.eos_token is not None or task.auto_class != "AutoModelForCausalLM":
+        return
+    tokenizer.add_special_tokens({"eos_token": "<|endoftext|>"})
+    model.config.eos_token_id = tokenizer.eos_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+    log.info("model: the tokenizer has no EOS token; added <|endoftext|> (id %d) to end examples",
+             tokenizer.eos_token_id)
+
+
+def _fit_embeddings(tokenizer, model):
+    """A tokenizer longer than the embedding matrix (its class adds a pad token the checkpoint's vocabulary lacks, an
+    EOS added above) would index past it: the embeddings grow to the tokenizer (new rows)."""
+    emb = model.get_input_embeddings()
+    if emb is not None and len(tokenizer) > emb.num_embeddings:
+        log.info("model: the tokenizer has %d tokens, the embeddings %d rows; resizing the embeddings",
+                 len(tokenizer), emb.num_embeddings)
+        model.resize_token_embeddings(len(tokenizer))
 
 
 def _ensure_decoder_start(tokenizer, model):

@@ -100,3 +100,105 @@ def test_checkpoint_by_path_fine_tunes_full_and_lora_and_the_saved_model_answers
     assert len(preds) == 1
     out, diff = merge(str(run_dir), str(tmp_path / "merged"))
     assert (tmp_path / "merged" / "config.json").is_file() and diff < 1e-3
+
+
+# -- an architecture named nowhere: no code change ------------------------------------------------------------------
+def test_an_architecture_named_nowhere_fine_tunes_by_path_with_no_code_change(checkpoints, tmp_path):
+    """MobileBERT (and XLM-RoBERTa's Unigram tokenizer) appear in no table of the pipeline: the checkpoint's config
+    and the libraries' mappings are all it takes."""
+    import pathlib
+
+    import pipeline
+
+    source = "\n".join(p.read_text() for p in pathlib.Path(pipeline.__file__).parent.rglob("*.py"))
+    for model_type, task in (("mobilebert", "ner"), ("xlm-roberta", "classification")):
+        assert model_type not in source
+        for method in ("full", "lora"):
+            m = finetune(checkpoints(model_type), task, method, tmp_path / f"{model_type}-{method}")
+            assert m["family"] == model_type and (tmp_path / f"{model_type}-{method}" / "metrics.json").is_file()
+
+
+# -- scratch models of any type -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model_type,task", [("electra", "ner"), ("albert", "classification"), ("ctrl", "generation"),
+                                             ("qwen3", "generation"), ("marian", "translation"),
+                                             ("mbart", "summarization")])
+def test_scratch_builds_any_model_type_from_the_generic_sizes(tmp_path, model_type, task):
+    import transformers
+    from omegaconf import OmegaConf
+
+    from pipeline.stages.run import run
+
+    cfg = compose([f"task={task}", *FAST, "model.init=scratch", f"model.scratch.model_type={model_type}"])
+    m = run(cfg, tmp_path)
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert m["family"] == model_type and saved["model_type"] == model_type
+    config = transformers.AutoConfig.from_pretrained(tmp_path / "model")
+    assert config.hidden_size == 32 and config.num_hidden_layers == 2  # generic names through attribute_map
+    assert OmegaConf.select(cfg, "model.family") is None  # nothing but the scratch type was given
+
+
+# -- bad checkpoints: one line, before any weights ------------------------------------------------------------------
+def config_only(folder, **config):
+    """A checkpoint folder holding only config.json: a refusal that comes from it happened before any weights load."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def refusal(overrides):
+    from pipeline.errors import PipelineError
+    from pipeline.stages.resolve import resolve
+
+    with pytest.raises(PipelineError) as e:
+        resolve(compose([*FAST, *overrides]))
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_a_folder_without_config_json_is_refused(tmp_path):
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "model.safetensors").write_bytes(b"")
+    assert "no config.json in that folder" in refusal([f"model.name_or_path={tmp_path / 'weights'}"])
+
+
+def test_an_unknown_model_type_is_refused_naming_known_ones(tmp_path):
+    why = refusal([f"model.name_or_path={config_only(tmp_path / 'm', model_type='zorblax')}"])
+    assert "'zorblax' model, a type transformers" in why and "trust_remote_code" in why
+
+
+def test_transformer_xl_is_refused_as_removed_from_transformers(tmp_path):
+    why = refusal(["task=generation", f"model.name_or_path={config_only(tmp_path / 'm', model_type='transfo-xl')}"])
+    assert "removed in 5" in why and "model=gpt2" in why
+
+
+@pytest.mark.parametrize("model_type,task,can", [("marian", "ner", "generative-qa|summarization|translation"),
+                                                 ("electra", "generation", "classification|ner|qa"),
+                                                 ("layoutlm", "qa", "classification|ner")])
+def test_a_type_that_cannot_do_the_task_is_refused_naming_the_tasks_it_can(tmp_path, model_type, task, can):
+    import transformers
+
+    folder = tmp_path / model_type
+    transformers.AutoConfig.for_model(model_type).save_pretrained(folder)  # config only: no weights to load
+    why = refusal([f"task={task}", f"model.name_or_path={folder}"])
+    assert f"({model_type}" in why and f"cannot do task={task}" in why and f"task={can} with this model" in why
+
+
+def test_an_explicit_family_contradicting_the_checkpoint_is_refused(tmp_path):
+    import transformers
+
+    folder = tmp_path / "bert"
+    transformers.AutoConfig.for_model("bert").save_pretrained(folder)
+    why = refusal([f"model.name_or_path={folder}", "model.family=gpt2"])
+    assert "is a 'bert' checkpoint but model.family=gpt2" in why and "remove model.family" in why
+
+
+def test_a_refused_checkpoint_on_the_command_line_is_one_line_and_trains_nothing(tmp_path):
+    from conftest import run_cli
+
+    folder = config_only(tmp_path / "m", model_type="zorblax")
+    r = run_cli(["task=ner", f"model.name_or_path={folder}", f"hydra.run.dir={tmp_path}/run"])
+    # (torch's own import-time warnings on this machine's torchao are not ours: the pipeline's line is the last)
+    ours = [line for line in r.stderr.strip().splitlines() if "site-packages" not in line]
+    assert r.returncode != 0 and len(ours) == 1 and ours[0].startswith("error: "), r.stderr
+    assert "zorblax" in r.stderr and not (tmp_path / "run" / "metrics.json").exists()  # a fresh folder: status only
+    assert not (tmp_path / "run" / "model").exists()

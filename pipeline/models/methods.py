@@ -164,10 +164,8 @@ def resolve_targets(targets, family, model=None, peft_type: str | None = None):
                 return "all-linear"  # covers the feed-forward layers too
             names += [t for t in found if t not in names]
         elif part == "mlp":
-            if not family.mlp_targets:
-                raise ConfigError(f"method.targets={targets}: no library lists the feed-forward modules of model "
-                                  f"type {family.name}; set method.target_modules=[names] (print(model) shows them) "
-                                  f"or method.targets=all-linear")
+            if not family.mlp_targets:  # no library lists this type's feed-forward modules
+                return "all-linear"
             names += [t for t in family.mlp_targets if t not in names]
         elif part == "norms":
             names += norm_module_names(model) if model is not None else ["<norms>"]
@@ -304,5 +302,40 @@ def compatibility_table() -> str:
     return "\n".join(rows)
 
 
+# The architectures of the docs' second table: the lecture's, and the Llama-style decoders of today.
+ARCHITECTURES = ("albert", "bert", "distilbert", "electra", "roberta", "ctrl", "openai-gpt", "gpt2", "llama", "qwen2",
+                 "bart", "t5", "marian", "mbart")
+
+
+def targets_note(method: str, family) -> str:
+    """Where a method's target modules come from on ``family``: peft's own mapping, all-linear, or not needed."""
+    mcfg = load_method(method)
+    if method_kind(mcfg) != "peft" or mcfg.get("peft_type") in PROMPT_TYPES or mcfg.get("targets") == "norms":
+        return "✓"
+    targets = resolve_targets(mcfg.get("targets"), family, None, str(mcfg.peft_type))
+    return "✓ all-linear" if targets == "all-linear" else "✓"
+
+
+def architecture_table() -> str:
+    """The docs' table of every method against each architecture (its first task): ✓ where peft's own mapping gives
+    the targets (or none are needed), ✓ all-linear where peft has no mapping for the type, the refusal where check
+    refuses it (before any data or weights)."""
+    fams = [get_family(t) for t in ARCHITECTURES]
+    first = {"encoder": "ner", "decoder": "generation", "encoder-decoder": "summarization"}
+    rows = ["| method | " + " | ".join(f"{f.name} ({f.arch})" for f in fams) + " |", "|---|" + "---|" * len(fams)]
+    for m in METHODS:
+        cells = []
+        for f in fams:
+            if load_method(m).get("load_in_4bit"):
+                cells.append("CUDA + bnb")
+                continue
+            why = refusal(m, first[f.arch], family=f.name)
+            cells.append("✗ " + why.split(": ", 1)[1].split("; use ")[0].split(",")[0] if why else targets_note(m, f))
+        rows.append(f"| `{m}` | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 if __name__ == "__main__":
     print(compatibility_table())
+    print()
+    print(architecture_table())

@@ -202,3 +202,35 @@ def test_a_refused_checkpoint_on_the_command_line_is_one_line_and_trains_nothing
     assert r.returncode != 0 and len(ours) == 1 and ours[0].startswith("error: "), r.stderr
     assert "zorblax" in r.stderr and not (tmp_path / "run" / "metrics.json").exists()  # a fresh folder: status only
     assert not (tmp_path / "run" / "model").exists()
+
+
+# -- multilingual translation checkpoints ---------------------------------------------------------------------------
+def test_mbart_translation_takes_language_codes_and_generation_starts_with_the_target_token(checkpoints, tmp_path):
+    import transformers
+
+    folder = checkpoints("mbart")
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    assert hasattr(tok, "src_lang")  # mBART's own tokenizer class, as a download has it
+    m = finetune(folder, "translation", "full", tmp_path, "task.source_lang=en_XX", "task.target_lang=de_DE")
+    assert m["family"] == "mbart" and "test_bleu" in m  # rows keyed en / de: the codes' language parts
+    gen = json.loads((tmp_path / "model" / "generation_config.json").read_text())
+    de = tok.convert_tokens_to_ids("de_DE")
+    assert gen["forced_bos_token_id"] == de and gen["decoder_start_token_id"] == de
+    from pipeline.errors import ConfigError
+    from pipeline.tasks.translation import set_languages
+
+    with pytest.raises(ConfigError, match="'xx_YY' is not a language code of this multilingual tokenizer"):
+        set_languages(tok, transformers.AutoModelForSeq2SeqLM.from_pretrained(folder), "en_XX", "xx_YY")
+
+
+def test_marian_translation_takes_no_prefix_and_t5_takes_its_checkpoints_own(checkpoints):
+    from pipeline.tasks import get_task
+
+    marian = get_task(compose(["task=translation", f"model.name_or_path={checkpoints('marian')}", *FAST]))
+    assert marian.prefix == ""
+    params = {"translation_en_to_de": {"prefix": "übersetze: "}, "summarization": {"prefix": "fasse: "}}
+    t5 = checkpoints("t5", task_specific_params=params)
+    assert get_task(compose(["task=translation", f"model.name_or_path={t5}", *FAST])).prefix == "übersetze: "
+    assert get_task(compose(["task=summarization", f"model.name_or_path={t5}", *FAST])).prefix == "fasse: "
+    plain = get_task(compose(["task=summarization", f"model.name_or_path={checkpoints('t5')}", *FAST]))
+    assert plain.prefix == "summarize: "  # no task_specific_params: T5's own (families.SOURCE_PREFIX)

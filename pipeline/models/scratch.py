@@ -50,7 +50,8 @@ def train_tokenizer(family: Family, texts, vocab_size: int):
             os.replace(partial, path)  # atomic: concurrent runs never read a half-written tokenizer
         except OSError:  # another run published it first
             shutil.rmtree(partial, ignore_errors=True)
-    return PreTrainedTokenizerFast.from_pretrained(str(path))  # loaded from disk in every run: one hash
+    loader = PreTrainedTokenizerFast if family.tokenizer_kind else transformers.AutoTokenizer  # its own class back
+    return loader.from_pretrained(str(path))  # loaded from disk in every run: one hash
 
 
 def _train_tokenizer(family: Family, texts, vocab_size: int):

@@ -8,6 +8,7 @@ auto`` builds it from the language names for families that take a task prefix (n
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from omegaconf import MISSING
@@ -18,6 +19,8 @@ from pipeline.families import model_family, task_prefix
 from pipeline.metrics import load_metric
 from pipeline.tasks import seq2seq
 from pipeline.tasks.seq2seq import Seq2SeqTask
+
+log = logging.getLogger(__name__)
 
 LANGUAGES = {"en": "English", "de": "German", "fr": "French", "ro": "Romanian", "es": "Spanish", "it": "Italian",
              "pt": "Portuguese", "nl": "Dutch", "cs": "Czech", "ru": "Russian", "zh": "Chinese", "ja": "Japanese",
@@ -43,6 +46,47 @@ ADJECTIVES = {"small": "klein", "old": "alt", "quiet": "ruhig", "bright": "hell"
               "brave": "mutig", "tired": "müd"}
 PLACES = {"near": "bei", "behind": "hinter", "under": "unter"}
 WORDS = {".": ".", "and": "und", "again": "wieder", "today": "heute", "quickly": "schnell"}
+def row_key(code: str) -> str:
+    """The row key of a language code: the code, or the language part of a multilingual tokenizer's code with a
+    region or script (en_XX, de_DE, eng_Latn -> en, de, eng)."""
+    return code.replace("-", "_").split("_")[0] if "_" in code.replace("-", "_") else code
+
+
+def language_token(tokenizer, code: str) -> str | None:
+    """The tokenizer's token of language ``code`` (mBART ``en_XX``, NLLB ``eng_Latn``, M2M100 ``__en__``), or None."""
+    unk = tokenizer.unk_token_id
+    for token in (code, f"__{code}__"):
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if tid is not None and tid != unk and token in tokenizer.get_vocab():
+            return token
+    return None
+
+
+def set_languages(tokenizer, model, src: str, tgt: str, quiet: bool = False) -> None:
+    """Multilingual tokenizers (a ``src_lang`` attribute): set src_lang / tgt_lang and the target language token
+    generation starts with; a code the tokenizer lacks is one error line. Other tokenizers: nothing to set."""
+    if not hasattr(tokenizer, "src_lang"):
+        return
+    tokens = {c: language_token(tokenizer, c) for c in (src, tgt)}
+    missing = [c for c, t in tokens.items() if t is None]
+    if missing:
+        codes = sorted(t for t in tokenizer.get_vocab() if len(t) in (5, 8) and "_" in t)[:8]
+        raise ConfigError(f"task.source_lang/target_lang={missing[0]!r} is not a language code of this multilingual "
+                          f"tokenizer ({type(tokenizer).__name__}); use its codes, e.g. {', '.join(codes) or 'en_XX'}")
+    tokenizer.src_lang, tokenizer.tgt_lang = src, tgt
+    forced = tokenizer.convert_tokens_to_ids(tokens[tgt])
+    # generation settings live in generation_config only: transformers 5 refuses to generate with them on model.config
+    gen = getattr(model, "generation_config", None)
+    if gen is not None:
+        gen.forced_bos_token_id = forced
+    if model.config.model_type == "mbart" and type(tokenizer).__name__.startswith("MBartTokenizer"):
+        model.config.decoder_start_token_id = forced  # mBART (cc25): the decoder starts with the target code
+        if gen is not None:
+            gen.decoder_start_token_id = forced
+    if not quiet:
+        log.info("translation: src_lang=%s tgt_lang=%s forced_bos_token_id=%d (%s)", src, tgt, forced, tokens[tgt])
+
+
 # sentence shapes: S = subject, V = verb (agrees with S), O = object, P = place phrase
 SHAPES = ["S V O .", "S V O P .", "P S V O .", "S V O and O .", "S and S V O .", "S V O again .",
           "today S V O .", "S V O P again .", "P S V O and O .", "S quickly V O ."]
@@ -61,8 +105,8 @@ def noun_phrase(rng):
 
 @dataclass
 class Config(seq2seq.Config):
-    source_lang: str = MISSING        # row key of the source text (a language code: en)
-    target_lang: str = MISSING        # row key of the target text (de)
+    source_lang: str = MISSING        # a language code: en (the row key), or a multilingual tokenizer's en_XX (row key en)
+    target_lang: str = MISSING        # de, or de_DE / deu_Latn: the target language token the generation starts with
     source_prefix: str = MISSING      # auto: "translate English to German: " for T5-style families, none for BART
 
 
@@ -75,7 +119,7 @@ class TranslationTask(Seq2SeqTask):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        src, tgt = str(self.tcfg.source_lang), str(self.tcfg.target_lang)
+        src, tgt = self.columns
         if src == tgt:
             raise ConfigError(f"task.source_lang and task.target_lang are both {src!r}; give two languages (row keys)")
         self.prefix = self._prefix(src, tgt)  # checked now: before any data or model work
@@ -98,15 +142,23 @@ class TranslationTask(Seq2SeqTask):
     # -- row keys follow the config ------------------------------------------------------------------------------
     @property
     def columns(self) -> tuple:
-        return (str(self.tcfg.source_lang), str(self.tcfg.target_lang))
+        """Row keys: the language codes, a multilingual code's language part (en_XX, en-US -> en)."""
+        return tuple(row_key(str(c)) for c in (self.tcfg.source_lang, self.tcfg.target_lang))
 
     @property
     def input_fields(self) -> tuple:
-        return (str(self.tcfg.source_lang),)
+        return (self.columns[0],)
 
     @property
     def input_aliases(self) -> dict:
-        return {str(self.tcfg.source_lang): ("text", "source")}
+        return {self.columns[0]: ("text", "source")}
+
+    # -- multilingual checkpoints (mBART, mBART-50, NLLB, M2M100) ----------------------------------------------------
+    def adapt(self, tokenizer, model) -> None:
+        """A multilingual tokenizer takes the language codes: ``src_lang`` / ``tgt_lang`` tag source and target,
+        and generation starts with the target language token (``forced_bos_token_id``; mBART's decoder starts with
+        it too), as transformers' run_translation.py sets them."""
+        set_languages(tokenizer, model, str(self.tcfg.source_lang), str(self.tcfg.target_lang))
 
     # -- data --------------------------------------------------------------------------------------------------
     def synthetic_row(self, rng, split):
@@ -164,6 +216,7 @@ class TranslationTask(Seq2SeqTask):
         return {src: row[src], "reference": row[tgt], "generated": generated}
 
     def predict(self, model, tokenizer, rows, batch_size=8, progress=False, generation=None, **options):
+        set_languages(tokenizer, model, str(self.tcfg.source_lang), str(self.tcfg.target_lang), quiet=True)
         src = self.columns[0]
         batch = {src: [r[src] for r in rows]}
         return self.generate(model, tokenizer, self.sources(batch), self.generation_settings(generation),

@@ -234,3 +234,50 @@ def test_marian_translation_takes_no_prefix_and_t5_takes_its_checkpoints_own(che
     assert get_task(compose(["task=summarization", f"model.name_or_path={t5}", *FAST])).prefix == "fasse: "
     plain = get_task(compose(["task=summarization", f"model.name_or_path={checkpoints('t5')}", *FAST]))
     assert plain.prefix == "summarize: "  # no task_specific_params: T5's own (families.SOURCE_PREFIX)
+
+
+# -- chat SFT on every decoder --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model_type", ["ctrl", "openai-gpt", "gpt2", "qwen2"])
+def test_chat_sft_fine_tunes_every_decoder_by_path(checkpoints, tmp_path, model_type):
+    """recipe=gpt2-instruct's chat SFT (ChatML template, response-only loss) on a checkpoint of each decoder type."""
+    m = finetune(checkpoints(model_type), "generation", "lora", tmp_path, "recipe=gpt2-instruct",
+                 "task.format=messages")
+    assert m["family"] == model_type and m["eval_response_tokens"] > 0
+    assert (tmp_path / "model" / "chat_template.jinja").is_file()
+
+
+# -- the compatibility table: every method against each architecture ------------------------------------------------
+def test_docs_table_of_methods_by_architecture_is_current():
+    from conftest import ROOT
+    from pipeline.models.methods import architecture_table
+
+    assert architecture_table() in (ROOT / "docs" / "methods.md").read_text(), \
+        "docs/methods.md architecture table is stale: paste `python -m pipeline.models.methods` into it"
+
+
+@pytest.mark.parametrize("model_type", ["albert", "distilbert", "electra", "ctrl", "openai-gpt", "qwen2", "marian",
+                                        "mbart"])
+def test_every_allowed_peft_method_finds_its_targets_on_each_architecture(model_type):
+    """Each ✓ cell of the table: the PEFT config built from peft's mapping (or all-linear) wraps real modules of a
+    tiny model of the type and leaves some weights trainable."""
+    import transformers
+
+    from pipeline.families import get_family
+    from pipeline.models import methods
+    from pipeline.models.scratch import build_config, train_tokenizer
+    from pipeline.tasks import get_task
+
+    family = get_family(model_type)
+    task_name = {"encoder": "ner", "decoder": "generation", "encoder-decoder": "summarization"}[family.arch]
+    task = get_task(compose([f"task={task_name}", "debug=smoke", f"model.scratch.model_type={model_type}"]))
+    config = build_config(family, train_tokenizer(family, TEXTS, 300), SIZES, task.model_kwargs() if
+                          task_name != "ner" else {"num_labels": 3})
+    for name in methods.METHODS:
+        mcfg = methods.load_method(name)
+        if mcfg.get("load_in_4bit") or methods.method_kind(mcfg) != "peft" or methods.refusal(
+                name, task_name, family=model_type):
+            continue
+        model = getattr(transformers, task.auto_class).from_config(config)
+        peft_model = methods.apply(mcfg, model, family, task, total_steps=4)
+        trainable, total = methods.count_parameters(peft_model)
+        assert 0 < trainable < total, (name, model_type)

@@ -22,6 +22,7 @@ import torch
 from omegaconf import OmegaConf
 from peft import PEFT_TYPE_TO_CONFIG_MAPPING, PeftType, get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig
+from transformers.pytorch_utils import Conv1D
 
 from pipeline.config.typecheck import library_fields
 from pipeline.errors import ConfigError
@@ -175,6 +176,13 @@ def resolve_targets(targets, family, model=None, peft_type: str | None = None):
     return names
 
 
+def linear_names(model, heads: tuple) -> list[str]:
+    """Full names of the linear layers outside the task head and the output embedding (all-linear, spelled out)."""
+    out = model.get_output_embeddings()
+    return sorted(n for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D)) and m is not out
+                  and not any(n == h or n.startswith(h + ".") for h in heads))
+
+
 def norm_module_names(model) -> list[str]:
     """Last name segment of every LayerNorm / RMSNorm module (LN-tuning targets, family-independent)."""
     return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if "norm" in type(m).__name__.lower()})
@@ -203,10 +211,23 @@ def peft_config(mcfg, family, task_type: str, heads: tuple, total_steps: int | N
                           f"{mcfg.peft_type}; set method.target_modules=[module names] (print(model) shows them)")
     if "target_modules" in fields and kwargs.get("target_modules") is None and targets is not None:
         kwargs["target_modules"] = targets
-    if "feedforward_modules" in fields and kwargs.get("feedforward_modules") is None and targets != "all-linear":
-        kwargs["feedforward_modules"] = [t for t in targets or () if t in family.mlp_targets]
+    if "feedforward_modules" in fields and kwargs.get("feedforward_modules") is None:
+        # all-linear on a type peft has no IA3 row for: peft would ask for feedforward_modules; none are singled out
+        kwargs["feedforward_modules"] = [] if targets == "all-linear" and not family.peft_targets("IA3") else \
+            None if targets == "all-linear" else [t for t in targets or () if t in family.mlp_targets]
     if heads and targets == "all-linear" and "exclude_modules" in fields:
         kwargs.setdefault("exclude_modules", list(heads))  # the head is trained whole (modules_to_save)
+    elif heads and targets == "all-linear" and model is not None and kwargs.get("target_modules") == "all-linear":
+        kwargs["target_modules"] = linear_names(model, heads)  # VeRA has no exclude_modules: list them instead
+    if model is not None and str(mcfg.peft_type) in PROMPT_TYPES:
+        # peft reads these from a few spellings of config.to_dict() (DistilBERT's dim / n_layers / n_heads are not
+        # among them); the config's generic names (attribute_map) give them for every type
+        c = model.config
+        for key, value in (("token_dim", getattr(c, "hidden_size", None)),
+                           ("num_layers", getattr(c, "num_hidden_layers", None)),
+                           ("num_attention_heads", getattr(c, "num_attention_heads", None))):
+            if key in fields and kwargs.get(key) is None and value:
+                kwargs[key] = value
     if "total_step" in fields and kwargs.get("total_step") is None:
         kwargs["total_step"] = total_steps
     try:

@@ -54,12 +54,12 @@ def row_key(code: str) -> str:
 
 def language_token(tokenizer, code: str) -> str | None:
     """The tokenizer's token of language ``code`` (mBART ``en_XX``, NLLB ``eng_Latn``, M2M100 ``__en__``), or None."""
-    unk = tokenizer.unk_token_id
+    vocab = tokenizer.get_vocab()
     for token in (code, f"__{code}__"):
-        tid = tokenizer.convert_tokens_to_ids(token)
-        if tid is not None and tid != unk and token in tokenizer.get_vocab():
+        if token in vocab:
             return token
-    return None
+    extended = [t for t in vocab if t.startswith(f"{code}_") and len(t) == len(code) + 3]  # en -> en_XX (mBART)
+    return extended[0] if len(extended) == 1 else None
 
 
 def set_languages(tokenizer, model, src: str, tgt: str, quiet: bool = False) -> None:
@@ -73,8 +73,10 @@ def set_languages(tokenizer, model, src: str, tgt: str, quiet: bool = False) -> 
         codes = sorted(t for t in tokenizer.get_vocab() if len(t) in (5, 8) and "_" in t)[:8]
         raise ConfigError(f"task.source_lang/target_lang={missing[0]!r} is not a language code of this multilingual "
                           f"tokenizer ({type(tokenizer).__name__}); use its codes, e.g. {', '.join(codes) or 'en_XX'}")
-    tokenizer.src_lang, tokenizer.tgt_lang = src, tgt
     forced = tokenizer.convert_tokens_to_ids(tokens[tgt])
+    # the tokenizers take the code they name (mBART en_XX, NLLB eng_Latn, M2M100 en for its __en__ token)
+    src, tgt = (c if tokens[c] == f"__{c}__" else tokens[c] for c in (src, tgt))
+    tokenizer.src_lang, tokenizer.tgt_lang = src, tgt
     # generation settings live in generation_config only: transformers 5 refuses to generate with them on model.config
     gen = getattr(model, "generation_config", None)
     if gen is not None:
@@ -84,7 +86,7 @@ def set_languages(tokenizer, model, src: str, tgt: str, quiet: bool = False) -> 
         if gen is not None:
             gen.decoder_start_token_id = forced
     if not quiet:
-        log.info("translation: src_lang=%s tgt_lang=%s forced_bos_token_id=%d (%s)", src, tgt, forced, tokens[tgt])
+        log.info("translation: src_lang=%s tgt_lang=%s forced_bos_token_id=%d", src, tgt, forced)
 
 
 # sentence shapes: S = subject, V = verb (agrees with S), O = object, P = place phrase

@@ -26,11 +26,12 @@ def test_recipe_composes(recipe):
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_model_files_name_a_known_family(model):
-    from pipeline.families import FAMILIES
+def test_model_files_name_a_checkpoint_and_what_scratch_builds_not_its_family(model):
+    from pipeline.families import get_family
 
     cfg = compose([f"model={model}"])
-    assert cfg.model.family in FAMILIES and cfg.model.trust_remote_code is False
+    assert cfg.model.family is None and cfg.model.trust_remote_code is False  # the checkpoint says its type
+    assert get_family(cfg.model.scratch.model_type).name == cfg.model.scratch.model_type
 
 
 def test_recipe_overrides_reach_the_config():

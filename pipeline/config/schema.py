@@ -48,6 +48,7 @@ class Root:
 
 @dataclass
 class Scratch:
+    model_type: Optional[str] = None  # the type init=scratch builds when no named model is at hand (any model_type)
     vocab_size: int = field(default=1000, metadata=at_least(16))
     hidden_size: int = field(default=32, metadata=SIZE)
     num_layers: int = field(default=2, metadata=SIZE)
@@ -60,7 +61,7 @@ class Scratch:
 @dataclass
 class Model:
     name_or_path: Optional[str] = None
-    family: str = "bert"
+    family: Optional[str] = None  # optional override; resolved to the checkpoint's config.model_type
     init: str = field(default="pretrained", metadata=one_of("pretrained", "scratch"))
     revision: Optional[str] = None
     trust_remote_code: bool = False

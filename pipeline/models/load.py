@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -9,7 +10,7 @@ import transformers
 from transformers import AutoTokenizer
 
 from pipeline.errors import ModelError
-from pipeline.families import check_model_type, get_family
+from pipeline.families import family_types, model_family
 from pipeline.models import methods
 from pipeline.models.scratch import build_config, train_tokenizer
 from pipeline.util.paths import resolve_pkg_path
@@ -27,14 +28,26 @@ def _load_error(name: str, e: Exception) -> ModelError:
                       f"model=minilm-offline, or model.init=scratch")
 
 
+def byte_level(tokenizer) -> bool:
+    """Whether a fast tokenizer pre-tokenizes byte-level (GPT-2 / RoBERTa / BART BPE), read from its pipeline."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return False
+    state = json.loads(backend.to_str()).get("pre_tokenizer") or {}
+    parts = state.get("pretokenizers") or [state]
+    return any(p.get("type") == "ByteLevel" for p in parts if isinstance(p, dict))
+
+
 def load_tokenizer(mcfg, task):
-    family = get_family(mcfg.family)
     path = resolve_pkg_path(mcfg.name_or_path)
     kwargs = {"revision": mcfg.revision, "trust_remote_code": bool(mcfg.trust_remote_code)}
-    if family.add_prefix_space and task.pretokenized:
-        kwargs["add_prefix_space"] = True  # byte-level BPE with pre-split words
     try:
-        return AutoTokenizer.from_pretrained(path, **kwargs)
+        tok = AutoTokenizer.from_pretrained(path, **kwargs)
+        if task.pretokenized and byte_level(tok) and not getattr(tok, "add_prefix_space", False):
+            # byte-level BPE with pre-split words: each word needs the space it had in running text
+            tok = AutoTokenizer.from_pretrained(path, add_prefix_space=True, **kwargs)
+            log.info("model: %s tokenizes byte-level; add_prefix_space=true for pre-split words", mcfg.name_or_path)
+        return tok
     except Exception as e:
         raise _load_error(str(mcfg.name_or_path), e) from e
 
@@ -45,12 +58,13 @@ def named_tokenizer(mcfg, task):
     if not mcfg.get("name_or_path"):
         return None
 
-    family = get_family(mcfg.family)
-    kwargs = {"add_prefix_space": True} if family.add_prefix_space and task.pretokenized else {}
+    family = model_family(mcfg)
+    path = os.path.expanduser(resolve_pkg_path(str(mcfg.name_or_path)))
+    kwargs = dict(revision=mcfg.revision, local_files_only=True, trust_remote_code=bool(mcfg.trust_remote_code))
     try:
-        tok = AutoTokenizer.from_pretrained(os.path.expanduser(resolve_pkg_path(str(mcfg.name_or_path))),
-                                            revision=mcfg.revision, local_files_only=True,
-                                            trust_remote_code=bool(mcfg.trust_remote_code), **kwargs)
+        tok = AutoTokenizer.from_pretrained(path, **kwargs)
+        if task.pretokenized and byte_level(tok) and not getattr(tok, "add_prefix_space", False):
+            tok = AutoTokenizer.from_pretrained(path, add_prefix_space=True, **kwargs)  # pre-split words
     except Exception as e:  # not at hand offline: train one, as without a name
         log.info("model.init=scratch: the tokenizer of %s is not loadable here (%s); training one on the data",
                  mcfg.name_or_path, type(e).__name__)
@@ -63,7 +77,7 @@ def named_tokenizer(mcfg, task):
 def load(cfg, task, raw):
     """Returns (tokenizer, model). ``task.prepare(raw)`` must have run (label maps)."""
     mcfg = cfg.model
-    family = get_family(mcfg.family)
+    family = model_family(mcfg)
     auto = getattr(transformers, task.auto_class)
     if mcfg.trust_remote_code:
         log.warning("trust_remote_code=true: code from %s will run", mcfg.name_or_path)
@@ -83,7 +97,9 @@ def load(cfg, task, raw):
                                                              trust_remote_code=bool(mcfg.trust_remote_code))
         except Exception as e:
             raise _load_error(str(mcfg.name_or_path), e) from e
-        check_model_type(family, config.model_type, mcfg.name_or_path)
+        if config.model_type not in family_types(family.name):  # resolve set model.family from this config: a changed folder
+            raise ModelError(f"model.name_or_path={mcfg.name_or_path} is now a '{config.model_type}' checkpoint, "
+                             f"not the '{family.name}' the run was checked for; run again")
         kwargs = dict(revision=mcfg.revision, trust_remote_code=bool(mcfg.trust_remote_code),
                       dtype=mcfg.dtype or None, **task.model_kwargs(),
                       use_safetensors=None if mcfg.get("allow_pickle_weights") else True)  # no unpickling
@@ -94,8 +110,51 @@ def load(cfg, task, raw):
         model = _with_attn_fallback(lambda **kw: auto.from_pretrained(path, **kwargs, **kw), common)
     else:
         raise ModelError(f"model.init={mcfg.init}: use pretrained or scratch")
+    _ensure_eos_token(tokenizer, model, task)
     _ensure_pad_token(tokenizer, model)
+    _fit_embeddings(tokenizer, model)
+    _ensure_decoder_start(tokenizer, model)
     return tokenizer, model
+
+
+def _ensure_eos_token(tokenizer, model, task):
+    """Causal-LM tasks end each example with EOS; a decoder tokenizer without one (openai-gpt's has only <unk>) gets
+    an end-of-text token added (its embedding row is new)."""
+    if tokenizer.eos_token is not None or task.auto_class != "AutoModelForCausalLM":
+        return
+    tokenizer.add_special_tokens({"eos_token": "<|endoftext|>"})
+    model.config.eos_token_id = tokenizer.eos_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+    log.info("model: the tokenizer has no EOS token; added <|endoftext|> (id %d) to end examples",
+             tokenizer.eos_token_id)
+
+
+def _fit_embeddings(tokenizer, model):
+    """A tokenizer longer than the embedding matrix (its class adds a pad token the checkpoint's vocabulary lacks, an
+    EOS added above) would index past it: the embeddings grow to the tokenizer (new rows)."""
+    emb = model.get_input_embeddings()
+    if emb is not None and len(tokenizer) > emb.num_embeddings:
+        log.info("model: the tokenizer has %d tokens, the embeddings %d rows; resizing the embeddings",
+                 len(tokenizer), emb.num_embeddings)
+        model.resize_token_embeddings(len(tokenizer))
+
+
+def _ensure_decoder_start(tokenizer, model):
+    """Encoder-decoders need the decoder's first token; a checkpoint without one (in config or generation config)
+    starts from the pad token (T5 / Marian convention), else EOS (BART / mBART)."""
+    if not getattr(model.config, "is_encoder_decoder", False):
+        return
+    gen = getattr(model, "generation_config", None)
+    start = model.config.decoder_start_token_id
+    if start is None and gen is not None:
+        start = gen.decoder_start_token_id
+    if start is None:
+        start = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        log.info("model: no decoder_start_token_id in the checkpoint; starting the decoder from token %s", start)
+    model.config.decoder_start_token_id = start
+    if gen is not None and gen.decoder_start_token_id is None:
+        gen.decoder_start_token_id = start
 
 
 def _with_attn_fallback(build, common):

@@ -3,7 +3,8 @@
 A method config has a ``kind``: ``full`` (every weight trains), ``freeze`` (only the task head and the last
 ``train_last_layers`` blocks train) or ``peft``. For ``peft`` the config names a ``peft_type`` (a ``peft.PeftType``)
 and every key that is not a pipeline key is passed to that PEFT config class, so ``method.r=16`` reaches
-``LoraConfig(r=16)``. Target modules come from the model family (``targets: attention`` -> ``Family.lora_targets``).
+``LoraConfig(r=16)``. Target modules come from peft's own per-model mapping for the method (``targets: attention``),
+else ``all-linear``; a method that cannot take ``all-linear`` is refused, naming ``method.target_modules``.
 Combinations that cannot work are refused by ``check`` with one line (``REFUSALS``), before any data is loaded.
 """
 
@@ -21,6 +22,7 @@ import torch
 from omegaconf import OmegaConf
 from peft import PEFT_TYPE_TO_CONFIG_MAPPING, PeftType, get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig
+from transformers.pytorch_utils import Conv1D
 
 from pipeline.config.typecheck import library_fields
 from pipeline.errors import ConfigError
@@ -62,8 +64,8 @@ def _checkpointing(cfg) -> bool:
 
 
 REFUSALS = (
-    Refusal("GPT-2 Conv1D", lambda m, cfg, fam: m.get("peft_type") in CONV1D_UNSUPPORTED and fam.name == "gpt2",
-            "peft cannot wrap GPT-2's Conv1D layers with this method",
+    Refusal("GPT-2 Conv1D", lambda m, cfg, fam: m.get("peft_type") in CONV1D_UNSUPPORTED and fam.conv1d,
+            "peft cannot wrap the Conv1D layers of GPT-2-style models (transformers' Conv1D) with this method",
             "method=lora, dora, ia3 or vera (they support Conv1D)"),
     Refusal("prefix on encoders", lambda m, cfg, fam: m.get("peft_type") == "PREFIX_TUNING" and fam.arch == "encoder",
             "prefix tuning feeds past key values, which encoder-only models (BERT family) do not take in "
@@ -106,10 +108,10 @@ def validate(cfg, family) -> None:
         peft_config(mcfg, family, task.peft_task_type, task.head_names, total_steps=1, model=None)  # keys / values
 
 
-def refusal(method: str, task_name: str, trainer: dict | None = None) -> str | None:
+def refusal(method: str, task_name: str, trainer: dict | None = None, family: str | None = None) -> str | None:
     """The one-line refusal of ``method`` for ``task_name`` on the family its architecture is tested with (None:
     allowed). Used by tests and the README table."""
-    fam = get_family(REPRESENTATIVE[task_class(task_name).archs[0]])
+    fam = get_family(family or REPRESENTATIVE[task_class(task_name).archs[0]])
     cfg = OmegaConf.create({"method": load_method(method), "trainer": trainer or {}, "task": {"name": task_name},
                             "model": {"init": "pretrained"}})
     try:
@@ -136,8 +138,18 @@ def load_kwargs(mcfg) -> dict:
                                                       bnb_4bit_compute_dtype=torch.bfloat16)}
 
 
-def resolve_targets(targets, family, model=None):
-    """``attention`` | ``mlp`` | ``attention+mlp`` | ``norms`` | ``all-linear`` | a list of module names."""
+def attention_targets(family, peft_type: str | None):
+    """peft's own targets of this model type for the method (LoRA's for LoRA-style methods), else all-linear."""
+    found = family.peft_targets(str(peft_type)) if peft_type else None
+    if peft_type == "IA3" and found:  # peft's IA3 list holds its feed-forward modules too: attention is the rest
+        found = [t for t in found if t not in (family.peft_targets("IA3_FEEDFORWARD") or [])] or found
+    return found or list(family.lora_targets) or "all-linear"
+
+
+def resolve_targets(targets, family, model=None, peft_type: str | None = None):
+    """``attention`` | ``mlp`` | ``attention+mlp`` | ``norms`` | ``all-linear`` | a list of module names.
+    ``attention``: peft's own mapping of the model type for ``peft_type`` (the list peft itself falls back to), else
+    LoRA's, else ``all-linear`` (every linear layer but the output head)."""
     if targets is None or isinstance(targets, str) and targets == "all-linear":
         return targets
     if isinstance(targets, (list, tuple)) and all(isinstance(t, str) for t in targets):
@@ -148,15 +160,27 @@ def resolve_targets(targets, family, model=None):
     names = []
     for part in targets.split("+"):
         if part == "attention":
-            names += family.lora_targets
+            found = attention_targets(family, peft_type)
+            if found == "all-linear":
+                return "all-linear"  # covers the feed-forward layers too
+            names += [t for t in found if t not in names]
         elif part == "mlp":
-            names += family.mlp_targets
+            if not family.mlp_targets:  # no library lists this type's feed-forward modules
+                return "all-linear"
+            names += [t for t in family.mlp_targets if t not in names]
         elif part == "norms":
             names += norm_module_names(model) if model is not None else ["<norms>"]
         else:
             raise ConfigError(f"method.targets={targets}: use attention, mlp, attention+mlp, norms, all-linear or "
                               f"a list of module names")
     return names
+
+
+def linear_names(model, heads: tuple) -> list[str]:
+    """Full names of the linear layers outside the task head and the output embedding (all-linear, spelled out)."""
+    out = model.get_output_embeddings()
+    return sorted(n for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D)) and m is not out
+                  and not any(n == h or n.startswith(h + ".") for h in heads))
 
 
 def norm_module_names(model) -> list[str]:
@@ -181,13 +205,29 @@ def peft_config(mcfg, family, task_type: str, heads: tuple, total_steps: int | N
 
     library_fields(kwargs, config_class, "method.")  # types of the config class's fields, ranges (r >= 1, ...)
     kwargs["task_type"] = task_type
-    targets = resolve_targets(mcfg.get("targets"), family, model)
+    targets = resolve_targets(mcfg.get("targets"), family, model, str(mcfg.peft_type))
+    if targets == "all-linear" and "target_modules" not in fields:
+        raise ConfigError(f"method={mcfg.name}: peft knows no target modules of model type {family.name} for "
+                          f"{mcfg.peft_type}; set method.target_modules=[module names] (print(model) shows them)")
     if "target_modules" in fields and kwargs.get("target_modules") is None and targets is not None:
         kwargs["target_modules"] = targets
-    if "feedforward_modules" in fields and kwargs.get("feedforward_modules") is None and targets != "all-linear":
-        kwargs["feedforward_modules"] = [t for t in targets or () if t in family.mlp_targets]
+    if "feedforward_modules" in fields and kwargs.get("feedforward_modules") is None:
+        # all-linear on a type peft has no IA3 row for: peft would ask for feedforward_modules; none are singled out
+        kwargs["feedforward_modules"] = [] if targets == "all-linear" and not family.peft_targets("IA3") else \
+            None if targets == "all-linear" else [t for t in targets or () if t in family.mlp_targets]
     if heads and targets == "all-linear" and "exclude_modules" in fields:
         kwargs.setdefault("exclude_modules", list(heads))  # the head is trained whole (modules_to_save)
+    elif heads and targets == "all-linear" and model is not None and kwargs.get("target_modules") == "all-linear":
+        kwargs["target_modules"] = linear_names(model, heads)  # VeRA has no exclude_modules: list them instead
+    if model is not None and str(mcfg.peft_type) in PROMPT_TYPES:
+        # peft reads these from a few spellings of config.to_dict() (DistilBERT's dim / n_layers / n_heads are not
+        # among them); the config's generic names (attribute_map) give them for every type
+        c = model.config
+        for key, value in (("token_dim", getattr(c, "hidden_size", None)),
+                           ("num_layers", getattr(c, "num_hidden_layers", None)),
+                           ("num_attention_heads", getattr(c, "num_attention_heads", None))):
+            if key in fields and kwargs.get(key) is None and value:
+                kwargs[key] = value
     if "total_step" in fields and kwargs.get("total_step") is None:
         kwargs["total_step"] = total_steps
     try:
@@ -283,5 +323,40 @@ def compatibility_table() -> str:
     return "\n".join(rows)
 
 
+# The architectures of the docs' second table: the lecture's, and the Llama-style decoders of today.
+ARCHITECTURES = ("albert", "bert", "distilbert", "electra", "roberta", "ctrl", "openai-gpt", "gpt2", "llama", "qwen2",
+                 "bart", "t5", "marian", "mbart")
+
+
+def targets_note(method: str, family) -> str:
+    """Where a method's target modules come from on ``family``: peft's own mapping, all-linear, or not needed."""
+    mcfg = load_method(method)
+    if method_kind(mcfg) != "peft" or mcfg.get("peft_type") in PROMPT_TYPES or mcfg.get("targets") == "norms":
+        return "✓"
+    targets = resolve_targets(mcfg.get("targets"), family, None, str(mcfg.peft_type))
+    return "✓ all-linear" if targets == "all-linear" else "✓"
+
+
+def architecture_table() -> str:
+    """The docs' table of every method against each architecture (its first task): ✓ where peft's own mapping gives
+    the targets (or none are needed), ✓ all-linear where peft has no mapping for the type, the refusal where check
+    refuses it (before any data or weights)."""
+    fams = [get_family(t) for t in ARCHITECTURES]
+    first = {"encoder": "ner", "decoder": "generation", "encoder-decoder": "summarization"}
+    rows = ["| method | " + " | ".join(f"{f.name} ({f.arch})" for f in fams) + " |", "|---|" + "---|" * len(fams)]
+    for m in METHODS:
+        cells = []
+        for f in fams:
+            if load_method(m).get("load_in_4bit"):
+                cells.append("CUDA + bnb")
+                continue
+            why = refusal(m, first[f.arch], family=f.name)
+            cells.append("✗ " + why.split(": ", 1)[1].split("; use ")[0].split(",")[0] if why else targets_note(m, f))
+        rows.append(f"| `{m}` | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 if __name__ == "__main__":
     print(compatibility_table())
+    print()
+    print(architecture_table())

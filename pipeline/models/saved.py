@@ -41,7 +41,15 @@ def load_model(model_dir):
     config = transformers.AutoConfig.from_pretrained(base_dir)
     source = base_dir if (base_dir / "model.safetensors").is_file() else acfg["base_model_name_or_path"]
     kwargs = {"ignore_mismatched_sizes": True} if acfg["task_type"] == "TOKEN_CLS" else {}  # head: from the adapter
+    rows, pad = getattr(config, "vocab_size", None), getattr(config, "pad_token_id", None)
+    own = transformers.AutoConfig.from_pretrained(source) if source != base_dir else config
+    grown = rows and getattr(own, "vocab_size", rows) != rows
+    if grown:  # the run grew the embeddings (load.py _fit_embeddings): load them as they are, then grow them
+        config.vocab_size, config.pad_token_id = own.vocab_size, getattr(own, "pad_token_id", None)
     base = auto.from_pretrained(source, config=config, **kwargs)
+    if grown:
+        base.resize_token_embeddings(rows)
+        base.config.pad_token_id = pad
     return PeftModel.from_pretrained(base, model_dir).eval()
 
 

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from omegaconf import OmegaConf
 
 from pipeline import rlhf
 from pipeline.errors import ConfigError, ModelError
-from pipeline.families import MODELS_BY_ARCH, check_model_type, get_family
+from pipeline.families import MODELS_BY_ARCH, auto_maps, model_family
 from pipeline.integrations import hub, tracking
 from pipeline.models import methods
 from pipeline.tasks import task_class, tasks_for_arch
@@ -30,7 +29,7 @@ ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flash_a
 
 def validate(cfg) -> None:
     """Cross-field checks of the config alone (pipeline/stages/resolve.py calls this; no files, no network)."""
-    family = get_family(cfg.model.family)
+    family = model_family(cfg.model)
     check_task(family, task_class(str(cfg.task.name)), cfg.model.name_or_path or f"a tiny {family.name}")
     methods.validate(cfg, family)  # method x family / trainer combinations that cannot work (methods.REFUSALS)
     _check_trainer(cfg.trainer)
@@ -48,12 +47,21 @@ def validate(cfg) -> None:
         rlhf.validate(cfg)
 
 
+def can_do(family, task) -> bool:
+    """The model type's kind is one the task takes, and the task's Auto class has a class for the type."""
+    return family.arch in task.archs and auto_maps(task.auto_class, family.name)
+
+
 def check_task(family, task, model_name: str) -> None:
-    """A task the architecture cannot do is refused before any data or weights are touched."""
-    if family.arch not in task.archs:
+    """A task the model type cannot do is refused before any data or weights are touched, naming those it can."""
+    if not can_do(family, task):
         advice = " or ".join(MODELS_BY_ARCH[a] for a in task.archs)
-        raise ModelError(f"model {model_name} ({family.name}, {family.arch}) cannot do task={task.name}; "
-                         f"use {advice}, or task={'|'.join(tasks_for_arch(family.arch))} with this model")
+        able = [n for n in tasks_for_arch(family.arch) if can_do(family, task_class(n))]
+        instead = f", or task={'|'.join(able)} with this model" if able else ""
+        why = "" if family.arch in task.archs else f", {family.arch}"
+        lacks = f"; transformers has no {task.auto_class} class for it" if family.arch in task.archs else ""
+        raise ModelError(f"model {model_name} ({family.name}{why}) cannot do task={task.name}{lacks}; use "
+                         f"{advice}{instead}")
 
 
 def environment(cfg) -> None:
@@ -84,8 +92,6 @@ def _check_model_source(mcfg) -> None:
         if not os.path.isfile(config_file):
             raise ModelError(f"model.name_or_path={mcfg.name_or_path}: no config.json in that folder; is it a "
                              f"saved model (the model/ folder of a run)?")
-        with open(config_file) as f:  # a checkpoint of another family is refused before any data work
-            check_model_type(get_family(mcfg.family), json.load(f).get("model_type", ""), mcfg.name_or_path)
         _check_safetensors(os.path.expanduser(name), mcfg)
         return
     if os.environ.get("HF_HUB_OFFLINE") == "1":

@@ -18,26 +18,23 @@ launcher) are ``check.environment``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from pathlib import Path
 
-from huggingface_hub import try_to_load_from_cache
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import schema, typecheck
 from pipeline.data.readers import infer_source
 from pipeline.errors import ConfigError
-from pipeline.families import FAMILIES
+from pipeline.families import check_model_type, get_family, model_type_of, read_config
 from pipeline.infra import distributed
 from pipeline.models.methods import method_kind
 from pipeline.rlhf.common import trl_configs
 from pipeline.stages import check
 from pipeline.tasks import get_task, task_class
 from pipeline.training.trainer import resolve_auto, training_args
-from pipeline.util.paths import resolve_pkg_path
 from pipeline.util.text import unescape
 
 log = logging.getLogger("pipeline")
@@ -72,7 +69,7 @@ def resolve(cfg, run_dir: str | os.PathLike | None = None, stage: str = "finetun
     out = OmegaConf.create(plain)
     _strings(out)
     _data_source(out)
-    _scratch_family(out)
+    _model_family(out)
     _trainer(out)
     _learning_rates(out)
     _tracking(out, run_dir)
@@ -137,45 +134,26 @@ def _data_source(cfg) -> None:
     cfg.data.source = infer_source(cfg.data, task_class(str(cfg.task.name)))  # the data stage logs it
 
 
-def _named_model_type(name: str, revision) -> str | None:
-    """config.json's model_type of a local folder or a cached hub id; None when neither is at hand."""
-    try:
-        path = os.path.expanduser(resolve_pkg_path(name))
-    except Exception:
-        return None
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        if os.path.exists(path) or name.startswith(("/", ".", "~", "pkg://")):
-            return None
-        try:
-            cached = try_to_load_from_cache(name, "config.json", revision=revision)
-        except Exception:
-            return None
-        if not isinstance(cached, str):
-            return None
-        config = Path(cached)
-    try:
-        return json.loads(config.read_text()).get("model_type")
-    except (OSError, ValueError):
-        return None
+def _model_family(cfg) -> None:
+    """model.family := the model type the run builds, read from the checkpoint's config before any weights.
 
-
-def _scratch_family(cfg) -> None:
-    """model.init=scratch with a named model (a local folder or a cached hub id): a tiny model of that model's
-    family (config.json's model_type), whatever model.family the recipe's model file says."""
+    init=pretrained: the checkpoint's config.model_type (a folder, a cached hub id, or the Hub's config.json when
+    online); an explicit model.family must agree with it. init=scratch: a named model at hand gives its type (a tiny
+    one of it, with its tokenizer), else model.family (an explicit choice), else model.scratch.model_type (what the
+    model file builds), else bert. A hub id not at hand offline keeps the model file's type for the config checks;
+    check.environment refuses loading it."""
     m = cfg.model
-    if m.init != "scratch" or not m.get("name_or_path"):
-        return
-    model_type = _named_model_type(str(m.name_or_path), m.get("revision"))
-    if model_type is None:
-        return
-    family = next((f.name for f in FAMILIES.values() if model_type in f.model_types), None)
-    if family is None:
-        raise ConfigError(f"model.name_or_path={m.name_or_path} is a '{model_type}' model, a family "
-                          f"pipeline/families.py does not know; use one of {sorted(FAMILIES)}")
-    if family != m.family:
-        log.info("model: %s is a %s model: the from-config model is a tiny %s", m.name_or_path, model_type, family)
-        m.family = family
+    config = read_config(m, download=m.init == "pretrained") if m.get("name_or_path") else None
+    if config is not None and m.init == "pretrained":
+        check_model_type(m.get("family"), config.model_type, m.name_or_path)
+    model_type = model_type_of(m, config.model_type if config is not None else None)
+    if config is not None and m.init == "scratch":
+        log.info("model: %s is a %s model: the from-config model is a tiny %s", m.name_or_path, model_type,
+                 model_type)
+    get_family(model_type)  # a type transformers knows (one line otherwise)
+    m.family = model_type
+    if m.get("scratch") is not None:
+        m.scratch.model_type = model_type
 
 
 def _trainer(cfg) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from pipeline import rlhf
 from pipeline.data import load_raw
-from pipeline.families import get_family
+from pipeline.families import model_family
 from pipeline.infra import cluster, distributed, resume
 from pipeline.integrations import hub, scrub, tracking
 from pipeline.models import load, methods, peft_glue
@@ -90,7 +90,7 @@ def method_stage(r: Run) -> None:
     """Full, freeze or a PEFT method applied to the model (pipeline/models/methods.py)."""
     cfg = r.cfg
     steps = methods.total_steps(cfg.trainer, len(r.tokenized["train"]), distributed.world_size())
-    r.model = methods.apply(cfg.method, r.model, get_family(cfg.model.family), r.task, total_steps=steps,
+    r.model = methods.apply(cfg.method, r.model, model_family(cfg.model), r.task, total_steps=steps,
                             keep_base=cfg.model.init == "scratch")
 
 

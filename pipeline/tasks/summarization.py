@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from omegaconf import MISSING
 
 from pipeline.data import synthetic as gen
-from pipeline.families import get_family
+from pipeline.families import model_family, task_prefix
 from pipeline.metrics import load_metric
 from pipeline.tasks import seq2seq
 from pipeline.tasks.seq2seq import Seq2SeqTask
@@ -15,7 +16,7 @@ from pipeline.tasks.seq2seq import Seq2SeqTask
 
 @dataclass
 class Config(seq2seq.Config):
-    source_prefix: str = MISSING      # auto: the family's prefix ("summarize: " for T5, none for BART)
+    source_prefix: str = MISSING      # auto: the checkpoint's (task_specific_params; "summarize: " for T5, none for BART)
 
 
 class SummarizationTask(Seq2SeqTask):
@@ -28,10 +29,13 @@ class SummarizationTask(Seq2SeqTask):
     input_aliases = {"document": ("dialogue", "text")}
     output_field = "summary"
 
-    @property
+    @functools.cached_property
     def prefix(self) -> str:
         p = self.tcfg.source_prefix
-        return get_family(self.cfg.model.family).source_prefix if p == "auto" else (p or "")
+        if p != "auto":
+            return p or ""
+        own = task_prefix(self.cfg.model, "summarization")  # the checkpoint's own, else its type's
+        return own if own is not None else model_family(self.cfg.model).source_prefix
 
     def synthetic_row(self, rng, split):
         name, place = gen.name(rng, split), rng.choice(gen.PLACE)

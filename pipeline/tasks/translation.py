@@ -8,16 +8,19 @@ auto`` builds it from the language names for families that take a task prefix (n
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from omegaconf import MISSING
 
 from pipeline.data import synthetic as gen
 from pipeline.errors import ConfigError, DataError
-from pipeline.families import get_family
+from pipeline.families import model_family, task_prefix
 from pipeline.metrics import load_metric
 from pipeline.tasks import seq2seq
 from pipeline.tasks.seq2seq import Seq2SeqTask
+
+log = logging.getLogger(__name__)
 
 LANGUAGES = {"en": "English", "de": "German", "fr": "French", "ro": "Romanian", "es": "Spanish", "it": "Italian",
              "pt": "Portuguese", "nl": "Dutch", "cs": "Czech", "ru": "Russian", "zh": "Chinese", "ja": "Japanese",
@@ -43,6 +46,49 @@ ADJECTIVES = {"small": "klein", "old": "alt", "quiet": "ruhig", "bright": "hell"
               "brave": "mutig", "tired": "müd"}
 PLACES = {"near": "bei", "behind": "hinter", "under": "unter"}
 WORDS = {".": ".", "and": "und", "again": "wieder", "today": "heute", "quickly": "schnell"}
+def row_key(code: str) -> str:
+    """The row key of a language code: the code, or the language part of a multilingual tokenizer's code with a
+    region or script (en_XX, de_DE, eng_Latn -> en, de, eng)."""
+    return code.replace("-", "_").split("_")[0] if "_" in code.replace("-", "_") else code
+
+
+def language_token(tokenizer, code: str) -> str | None:
+    """The tokenizer's token of language ``code`` (mBART ``en_XX``, NLLB ``eng_Latn``, M2M100 ``__en__``), or None."""
+    vocab = tokenizer.get_vocab()
+    for token in (code, f"__{code}__"):
+        if token in vocab:
+            return token
+    extended = [t for t in vocab if t.startswith(f"{code}_") and len(t) == len(code) + 3]  # en -> en_XX (mBART)
+    return extended[0] if len(extended) == 1 else None
+
+
+def set_languages(tokenizer, model, src: str, tgt: str, quiet: bool = False) -> None:
+    """Multilingual tokenizers (a ``src_lang`` attribute): set src_lang / tgt_lang and the target language token
+    generation starts with; a code the tokenizer lacks is one error line. Other tokenizers: nothing to set."""
+    if not hasattr(tokenizer, "src_lang"):
+        return
+    tokens = {c: language_token(tokenizer, c) for c in (src, tgt)}
+    missing = [c for c, t in tokens.items() if t is None]
+    if missing:
+        codes = sorted(t for t in tokenizer.get_vocab() if len(t) in (5, 8) and "_" in t)[:8]
+        raise ConfigError(f"task.source_lang/target_lang={missing[0]!r} is not a language code of this multilingual "
+                          f"tokenizer ({type(tokenizer).__name__}); use its codes, e.g. {', '.join(codes) or 'en_XX'}")
+    forced = tokenizer.convert_tokens_to_ids(tokens[tgt])
+    # the tokenizers take the code they name (mBART en_XX, NLLB eng_Latn, M2M100 en for its __en__ token)
+    src, tgt = (c if tokens[c] == f"__{c}__" else tokens[c] for c in (src, tgt))
+    tokenizer.src_lang, tokenizer.tgt_lang = src, tgt
+    # generation settings live in generation_config only: transformers 5 refuses to generate with them on model.config
+    gen = getattr(model, "generation_config", None)
+    if gen is not None:
+        gen.forced_bos_token_id = forced
+    if model.config.model_type == "mbart" and type(tokenizer).__name__.startswith("MBartTokenizer"):
+        model.config.decoder_start_token_id = forced  # mBART (cc25): the decoder starts with the target code
+        if gen is not None:
+            gen.decoder_start_token_id = forced
+    if not quiet:
+        log.info("translation: src_lang=%s tgt_lang=%s forced_bos_token_id=%d", src, tgt, forced)
+
+
 # sentence shapes: S = subject, V = verb (agrees with S), O = object, P = place phrase
 SHAPES = ["S V O .", "S V O P .", "P S V O .", "S V O and O .", "S and S V O .", "S V O again .",
           "today S V O .", "S V O P again .", "P S V O and O .", "S quickly V O ."]
@@ -61,8 +107,8 @@ def noun_phrase(rng):
 
 @dataclass
 class Config(seq2seq.Config):
-    source_lang: str = MISSING        # row key of the source text (a language code: en)
-    target_lang: str = MISSING        # row key of the target text (de)
+    source_lang: str = MISSING        # a language code: en (the row key), or a multilingual tokenizer's en_XX (row key en)
+    target_lang: str = MISSING        # de, or de_DE / deu_Latn: the target language token the generation starts with
     source_prefix: str = MISSING      # auto: "translate English to German: " for T5-style families, none for BART
 
 
@@ -75,7 +121,7 @@ class TranslationTask(Seq2SeqTask):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        src, tgt = str(self.tcfg.source_lang), str(self.tcfg.target_lang)
+        src, tgt = self.columns
         if src == tgt:
             raise ConfigError(f"task.source_lang and task.target_lang are both {src!r}; give two languages (row keys)")
         self.prefix = self._prefix(src, tgt)  # checked now: before any data or model work
@@ -84,7 +130,10 @@ class TranslationTask(Seq2SeqTask):
         p = self.tcfg.source_prefix
         if p != "auto":
             return p or ""
-        if not get_family(self.cfg.model.family).source_prefix:  # family trained without task prefixes (BART)
+        own = task_prefix(self.cfg.model, f"translation_{src}_to_{tgt}")
+        if own is not None:
+            return own  # the checkpoint's own (t5-small: "translate English to German: ")
+        if not model_family(self.cfg.model).source_prefix:  # a type trained without prefixes (BART, Marian)
             return ""
         unknown = [c for c in (src, tgt) if c not in LANGUAGES]
         if unknown:
@@ -95,15 +144,23 @@ class TranslationTask(Seq2SeqTask):
     # -- row keys follow the config ------------------------------------------------------------------------------
     @property
     def columns(self) -> tuple:
-        return (str(self.tcfg.source_lang), str(self.tcfg.target_lang))
+        """Row keys: the language codes, a multilingual code's language part (en_XX, en-US -> en)."""
+        return tuple(row_key(str(c)) for c in (self.tcfg.source_lang, self.tcfg.target_lang))
 
     @property
     def input_fields(self) -> tuple:
-        return (str(self.tcfg.source_lang),)
+        return (self.columns[0],)
 
     @property
     def input_aliases(self) -> dict:
-        return {str(self.tcfg.source_lang): ("text", "source")}
+        return {self.columns[0]: ("text", "source")}
+
+    # -- multilingual checkpoints (mBART, mBART-50, NLLB, M2M100) ----------------------------------------------------
+    def adapt(self, tokenizer, model) -> None:
+        """A multilingual tokenizer takes the language codes: ``src_lang`` / ``tgt_lang`` tag source and target,
+        and generation starts with the target language token (``forced_bos_token_id``; mBART's decoder starts with
+        it too), as transformers' run_translation.py sets them."""
+        set_languages(tokenizer, model, str(self.tcfg.source_lang), str(self.tcfg.target_lang))
 
     # -- data --------------------------------------------------------------------------------------------------
     def synthetic_row(self, rng, split):
@@ -161,6 +218,7 @@ class TranslationTask(Seq2SeqTask):
         return {src: row[src], "reference": row[tgt], "generated": generated}
 
     def predict(self, model, tokenizer, rows, batch_size=8, progress=False, generation=None, **options):
+        set_languages(tokenizer, model, str(self.tcfg.source_lang), str(self.tcfg.target_lang), quiet=True)
         src = self.columns[0]
         batch = {src: [r[src] for r in rows]}
         return self.generate(model, tokenizer, self.sources(batch), self.generation_settings(generation),

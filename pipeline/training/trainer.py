@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from pipeline.errors import ConfigError
-from pipeline.families import get_family
+from pipeline.families import model_family
 from pipeline.infra import distributed
 from pipeline.training import early_stopping, precision, throughput
 from pipeline.training.sampling import in_order_eval, with_group_order
@@ -93,9 +93,9 @@ def fsdp_wrap(cfg, model) -> None:
     if os.environ.get("FSDP_AUTO_WRAP_POLICY", "TRANSFORMER_BASED_WRAP").upper() != "TRANSFORMER_BASED_WRAP":
         return
     present = {type(m).__name__ for m in model.modules()}
-    names = [n for n in get_family(cfg.model.family).fsdp_layers if n in present]
+    names = [n for n in model_family(cfg.model).fsdp_layers if n in present]
     if not names:
-        raise ConfigError(f"FSDP auto-wrap: none of {list(get_family(cfg.model.family).fsdp_layers)} "
+        raise ConfigError(f"FSDP auto-wrap: none of {list(model_family(cfg.model).fsdp_layers)} "
                           f"(families.py fsdp_layers for {cfg.model.family}) is in this model; set "
                           f"fsdp_transformer_layer_cls_to_wrap in the accelerate config")
     os.environ["FSDP_TRANSFORMER_CLS_TO_WRAP"] = ",".join(names)

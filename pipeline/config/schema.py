@@ -8,7 +8,7 @@ keys a library class takes against that class's own fields. Keys a group holds t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 
 def at_least(n, **more) -> dict:
@@ -111,6 +111,11 @@ class Data:
     max_test_samples: Optional[int] = field(default=None, metadata=SIZE)
     num_proc: Optional[int] = field(default=None, metadata=SIZE)
     synthetic: Synthetic = field(default_factory=Synthetic)
+    # several sources (pipeline/data/mixture.py): a list of {name, weight, format, train_file | path, ...}
+    mixture: Optional[List[Any]] = None
+    mix_strategy: str = field(default="concat", metadata=one_of("concat", "interleave"))
+    mix_stopping: str = field(default="first_exhausted", metadata=one_of("first_exhausted", "all_exhausted"))
+    mixture_best: Optional[str] = None
 
 
 @dataclass

@@ -110,6 +110,13 @@ class Task:
         """Look at the whole raw data once, before any ``max_*_samples`` cap and before the model is built (e.g.
         collect the label set); may rewrite the splits in ``raw`` (counted in ``data_facts``)."""
 
+    mixture_signature_name = ""  # what mixture_signature returns, in words (e.g. "label set")
+
+    def mixture_signature(self):
+        """After ``prepare``: what every source of a ``data.mixture`` must share with the others (e.g. the label set
+        a classification head is built for), or None when sources need not agree on anything."""
+        return None
+
     def data_facts(self) -> dict:
         """What ``prepare`` found or changed, for metrics.json (e.g. the tag scheme and the tags converted)."""
         return {}

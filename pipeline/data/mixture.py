@@ -79,8 +79,8 @@ def entries(cfg) -> list[dict]:
             raise ConfigError(f"data.mixture source '{name}': weight={weight} is negative; give a weight >= 0 (0 "
                               f"keeps the source for evaluation only)")
         if not any(item.get(k) for k in ("train_file", "path")):
-            raise ConfigError(f"data.mixture source '{name}' names no data; give its train_file=... or path=<hub "
-                              f"dataset id>")
+            raise ConfigError(f"data.mixture source '{name}' has no train split; give its train_file=... (or "
+                              f"path=<hub dataset id> with a train split)")
         out.append({**item, "name": name, "weight": float(weight)})
     if all(e["weight"] == 0 for e in out):
         raise ConfigError(f"data.mixture: every weight is 0 ({', '.join(e['name'] for e in out)}); give at least "

@@ -115,7 +115,7 @@ def test_source_whose_rows_do_not_fit_its_format_is_refused_naming_it():
                                    f"{{name: plain, format: messages, train_file: {SST2}/train.jsonl}}]"])
 
 
-def test_cli_refusal_is_one_line_exit_2_and_writes_nothing(tmp_path):
+def test_cli_refusal_is_one_line_exit_2_and_trains_nothing(tmp_path):
     from conftest import run_cli
 
     out = tmp_path / "run"
@@ -123,4 +123,5 @@ def test_cli_refusal_is_one_line_exit_2_and_writes_nothing(tmp_path):
     assert p.returncode == 2, p.stderr
     errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and p.stderr.strip().splitlines()[-1] == errors[0]
-    assert "weight=-1 is negative" in errors[0] and not out.exists()
+    assert "weight=-1 is negative" in errors[0]
+    assert not (out / "metrics.json").exists() and not (out / "model").exists()

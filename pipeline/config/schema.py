@@ -116,6 +116,11 @@ class Data:
     mix_strategy: str = field(default="concat", metadata=one_of("concat", "interleave"))
     mix_stopping: str = field(default="first_exhausted", metadata=one_of("first_exhausted", "all_exhausted"))
     mixture_best: Optional[str] = None
+    # the training split as a stream (pipeline/data/streaming.py); needs trainer.max_steps
+    streaming: bool = False
+    stream_head: int = field(default=1000, metadata=SIZE)
+    stream_shuffle_buffer: int = field(default=1000, metadata=at_least(0))
+    stream_batch: int = field(default=256, metadata=SIZE)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 import datasets
 
-from pipeline.data import mixture
+from pipeline.data import mixture, streaming
 from pipeline.data.readers import data_files, infer_source, read_hub, read_local
 from pipeline.data.synthetic import generate
 from pipeline.errors import DataError
@@ -45,16 +45,38 @@ class Loaded:
     capped: dict = field(default_factory=dict)
     mixture: dict = field(default_factory=dict)
     per_source: dict = field(default_factory=dict)  # {source name: DatasetDict(validation, test)}
+    stream: Any = None  # data.streaming: the training rows as an IterableDataset (raw["train"] is its head)
+    streaming: dict = field(default_factory=dict)  # its facts (metrics.json data_streaming)
 
 
 def load_data(cfg, task, seed: int) -> Loaded:
     """``load_raw`` with the mixture's facts (``data.mixture``: pipeline/data/mixture.py)."""
     if cfg.get("mixture"):
         return Loaded(*mixture.load(cfg, task, seed, read_source, apply_caps))
+    if cfg.get("streaming"):
+        return load_stream(cfg, task, seed)
     ds, dropped = read_source(cfg, task, seed)
     task.prepare(ds)  # label sets, tag schemes: from the whole data, before any cap
     ds, capped = apply_caps(cfg, ds)
     return Loaded(ds, dropped, capped)
+
+
+def load_stream(cfg, task, seed: int) -> Loaded:
+    """data.streaming=true (pipeline/data/streaming.py): the head and the eval splits map-style, the training rows
+    a stream."""
+    source = str(cfg.source) if str(cfg.source) != "auto" else infer_source(cfg, task)
+    _log_source(cfg, source)
+    mapping = dict(cfg.columns or {})
+    ds, stream, dropped, facts = streaming.load(
+        cfg, task, seed, canonical=lambda d: _canonical_columns(d, task.columns, task.optional_columns, mapping),
+        complete=lambda d: _complete_splits(d, cfg, seed), clean_split=task.clean)
+    task.prepare(ds)  # label sets, tag schemes: from the head and the eval splits
+    capped = {}
+    for split, key in CAPS[1:]:
+        if cfg.get(key) is not None and int(cfg[key]) < len(ds[split]):
+            capped[split] = {"kept": int(cfg[key]), "set_aside": len(ds[split]) - int(cfg[key])}
+            ds[split] = ds[split].select(range(int(cfg[key])))
+    return Loaded(ds, dropped, capped, stream=stream, streaming=facts)
 
 
 def read_source(cfg, task, seed: int):

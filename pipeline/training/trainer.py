@@ -14,6 +14,7 @@ from pipeline.families import get_family
 from pipeline.infra import distributed
 from pipeline.training import early_stopping, precision, throughput
 from pipeline.training.per_source import per_source_eval
+from pipeline.training.streams import node_streams
 from pipeline.training.sampling import in_order_eval, with_group_order
 
 
@@ -74,8 +75,8 @@ def resolve_auto(fields: dict) -> dict:
 
 def build_trainer(cfg, task, model, tokenizer, datasets, args):
     # evaluation in dataset order (predictions line up with their rows); training batches in the group order
-    trainer_class = per_source_eval(with_group_order(in_order_eval(task.trainer_classes()[0]),
-                                                     str(cfg.trainer.get("group_order", "sorted"))))
+    trainer_class = node_streams(per_source_eval(with_group_order(in_order_eval(task.trainer_classes()[0]),
+                                                     str(cfg.trainer.get("group_order", "sorted")))))
     fsdp_wrap(cfg, model)  # FSDP auto-wrap: the family's layer classes (families.py fsdp_layers)
     trainer = trainer_class(model=model, args=args, train_dataset=datasets["train"],
                             eval_dataset=datasets["validation"] if cfg.do_eval else None,

@@ -131,6 +131,11 @@ class Task:
         counts and removes it, so no example is cut silently."""
         raise NotImplementedError
 
+    def render_rows(self, raw_split, tokenizer) -> list | None:
+        """finetune-inspect: each raw row as the text its tokens come from when a template shapes it (a chat
+        template's rendering), else None for the row; None: the task renders nothing."""
+        return None
+
     def cut_counts(self, tokenized):
         """(``tokenized`` without its ``_cut_*`` columns, {split: {"task.<key>": examples cut}}); each count is
         warned about and goes to metrics.json ``data_truncated``."""

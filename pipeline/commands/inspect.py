@@ -174,7 +174,7 @@ def show(report: dict, color: bool) -> None:
         # rich: only for a terminal.
         from rich.console import Console
 
-        console = Console(highlight=False)
+        console = Console(highlight=False, force_terminal=True)  # --color always: colours also into a pipe
         console.print(lines[0], style="bold")
         for line in lines[1:]:
             console.print(line)

@@ -46,7 +46,6 @@ def compose(overrides: list[str]):
     # Hydra's compose API: imported here, after argument parsing, so --help stays light.
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-
     from pipeline.commands.app import user_overrides
     from pipeline.util.paths import CONF_DIR
 
@@ -60,7 +59,6 @@ def meta_model(cfg, task, raw):
     # torch / transformers: imported only once the arguments are checked (they cost seconds).
     import torch
     import transformers
-
     from pipeline.families import get_family
     from pipeline.models import load
     from pipeline.models.scratch import build_config, train_tokenizer
@@ -139,7 +137,6 @@ def inspect(overrides: list[str], n: int = 3, split: str = "train") -> dict:
     """What ``finetune-inspect`` prints, as a dict (tests and --json)."""
     # the pipeline's data and task code: datasets, tokenizers (seconds), after argument parsing.
     import datasets
-
     from pipeline.data import load_data
     from pipeline.stages import resolve
     from pipeline.tasks import get_task

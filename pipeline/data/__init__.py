@@ -69,7 +69,7 @@ def load_stream(cfg, task, seed: int) -> Loaded:
     mapping = dict(cfg.columns or {})
     ds, stream, dropped, facts = streaming.load(
         cfg, task, seed, canonical=lambda d: _canonical_columns(d, task.columns, task.optional_columns, mapping),
-        complete=lambda d: _complete_splits(d, cfg, seed), clean_split=task.clean)
+        clean_split=task.clean)
     task.prepare(ds)  # label sets, tag schemes: from the head and the eval splits
     capped = {}
     for split, key in CAPS[1:]:

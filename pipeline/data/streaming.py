@@ -4,8 +4,8 @@ not depend on the data's size (docs/data.md "Streaming").
 
 - The first ``data.stream_head`` rows (the *head*) are read once, map-style: the task looks at them (``prepare``:
   a label set, the tag scheme), a scratch tokenizer is trained on them, and ``finetune-inspect`` shows them. When
-  the validation / test splits have no file of their own they are cut from the head (``data.*_split_percentage``,
-  seeded) and the training stream starts after the head, so no held-out row is trained on.
+  the validation / test splits have no file of their own they are the head's first rows (``data.*_split_percentage``
+  of the head, in file order) and the training stream starts after them, so no held-out row is trained on.
 - Validation and test stay map-style (evaluation needs lengths and stable order).
 - Each streamed batch of ``data.stream_batch`` rows becomes a small Dataset that goes through the same code as
   map-style data: ``task.raw_rows``, the column mapping, ``task.clean``, then ``task.preprocess`` (packing packs
@@ -60,7 +60,7 @@ def open_stream(cfg, task):
                                  encoding="utf-8-sig", **kwargs)
 
 
-def load(cfg, task, seed: int, canonical, complete, clean_split):
+def load(cfg, task, seed: int, canonical, clean_split):
     """(DatasetDict of the head's train rows + map-style validation / test, the training stream of clean raw rows,
     {split: {reason: rows}} dropped from the head and the eval splits, facts for metrics.json ``data_streaming``)."""
     stream = open_stream(cfg, task)
@@ -68,27 +68,34 @@ def load(cfg, task, seed: int, canonical, complete, clean_split):
     head = list(stream.take(size))
     if not head:
         raise DataError(f"data.train_file={cfg.get('train_file') or cfg.get('path')}: the stream has no rows")
-    parts = {"train": datasets.Dataset.from_list(head)}
     files = {split: str(cfg[key]) for split, key in (("validation", "validation_file"), ("test", "test_file"))
              if cfg.get(key)}
+    parts, cut, start = {}, [], 0
+    for split, pct in (("validation", cfg.validation_split_percentage), ("test", cfg.test_split_percentage)):
+        if split not in files:  # the stream's first rows, held out: training streams after them
+            k = max(1, int(len(head) * float(pct) / 100))
+            parts[split], start = datasets.Dataset.from_list(head[start:start + k]), start + k
+            cut.append(split)
+    if start >= len(head):
+        raise DataError(f"data.stream_head={size}: {len(head)} rows read, none left for training after the "
+                        f"validation / test rows; give data.validation_file / test_file or a larger stream_head")
+    parts["train"] = datasets.Dataset.from_list(head[start:])
     if files:
         source = str(cfg.source) if str(cfg.source) not in ("auto", "hub") else \
             EXTENSIONS.get(Path(next(iter(files.values()))).suffix.lower(), "json")
         parts.update(read_local(cfg, files, source))
-    ds = datasets.DatasetDict({k: task.raw_rows(k, v) for k, v in parts.items()})
+    ds = datasets.DatasetDict({k: task.raw_rows(k, parts[k]) for k in ("train", "validation", "test")})
     ds = canonical(ds)
-    cut = [s for s in ("validation", "test") if s not in ds]
-    ds = complete(ds)
     dropped = {}
     for split in list(ds):
         ds[split], why = clean_split(split, ds[split])
         if why:
             dropped[split] = why
     columns = list(ds["train"].column_names)
-    if cut:  # held-out rows come from the head: the training stream starts after it
-        stream = stream.skip(size)
-        log.info("data: streaming: %s cut from the first %d rows; training streams from row %d", " and ".join(cut),
-                 size, size)
+    if start:
+        stream = stream.skip(start)
+        log.info("data: streaming: %s = the first %d rows of the stream; training streams from row %d",
+                 " + ".join(cut), start, start)
     buffer = int(cfg.get("stream_shuffle_buffer") or 0)
     if buffer > 0:
         stream = stream.shuffle(seed=seed, buffer_size=buffer)
@@ -105,7 +112,7 @@ def load(cfg, task, seed: int, canonical, complete, clean_split):
     stream = stream.map(clean, batched=True, batch_size=batch, remove_columns=raw_columns)
     if cfg.get("max_train_samples") is not None:
         stream = stream.take(int(cfg.max_train_samples))
-    facts = {"head_rows": len(ds["train"]), "held_out_from_head": cut, "shuffle_buffer": buffer,
+    facts = {"head_rows": len(head), "held_out_from_head": cut, "held_out_rows": start, "shuffle_buffer": buffer,
              "stream_batch": batch, "columns": columns}
     return ds, stream, dropped, facts
 

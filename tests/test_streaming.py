@@ -106,3 +106,26 @@ def test_two_ddp_ranks_read_disjoint_rows_of_the_stream(tmp_path):
     r1 = {tuple(x) for x in json.loads((run_dir / "rank1.json").read_text())}
     assert len(r0) == len(r1) == 32  # 4 batches of 8 distinct rows each
     assert not r0 & r1
+
+
+@needs_shared_data
+@pytest.mark.shared_data
+def test_streamed_mixture_interleaves_sources_with_the_weights_as_probabilities():
+    from pipeline.data import load_data
+    from pipeline.stages import resolve
+    from pipeline.tasks import get_task
+
+    overrides = ["recipe=gpt2-instruct", "debug=smoke", "task.format=auto", "data.streaming=true",
+                 "trainer.max_steps=4", "data.stream_head=100", "data.max_train_samples=null",
+                 f"data.mixture=[{{name: alpaca, format: instruction, train_file: {ALPACA}/train.jsonl, weight: 1}}, "
+                 f"{{name: chat, format: messages, train_file: {ALPACA}/test.jsonl, weight: 3}}]"]
+
+    def first_rows():
+        cfg = resolve.resolve(compose(overrides))
+        loaded = load_data(cfg.data, get_task(cfg), int(cfg.seed))
+        assert loaded.mixture["strategy"] == "interleave" and loaded.mixture["rows"]["chat"]["train"] is None
+        return [("messages" if r["messages"] else "instruction") for r, _ in zip(loaded.stream, range(200))]
+
+    rows = first_rows()
+    assert 30 <= rows.count("instruction") <= 70 and rows.count("messages") == 200 - rows.count("instruction")
+    assert first_rows() == rows  # seeded

@@ -52,7 +52,8 @@ class Loaded:
 def load_data(cfg, task, seed: int) -> Loaded:
     """``load_raw`` with the mixture's facts (``data.mixture``: pipeline/data/mixture.py)."""
     if cfg.get("mixture"):
-        return Loaded(*mixture.load(cfg, task, seed, read_source, apply_caps))
+        *parts, stream, facts = mixture.load(cfg, task, seed, read_source, apply_caps, stream_source)
+        return Loaded(*parts, stream=stream, streaming=facts)
     if cfg.get("streaming"):
         return load_stream(cfg, task, seed)
     ds, dropped = read_source(cfg, task, seed)
@@ -64,12 +65,7 @@ def load_data(cfg, task, seed: int) -> Loaded:
 def load_stream(cfg, task, seed: int) -> Loaded:
     """data.streaming=true (pipeline/data/streaming.py): the head and the eval splits map-style, the training rows
     a stream."""
-    source = str(cfg.source) if str(cfg.source) != "auto" else infer_source(cfg, task)
-    _log_source(cfg, source)
-    mapping = dict(cfg.columns or {})
-    ds, stream, dropped, facts = streaming.load(
-        cfg, task, seed, canonical=lambda d: _canonical_columns(d, task.columns, task.optional_columns, mapping),
-        clean_split=task.clean)
+    ds, stream, dropped, facts = stream_source(cfg, task, seed)
     task.prepare(ds)  # label sets, tag schemes: from the head and the eval splits
     capped = {}
     for split, key in CAPS[1:]:
@@ -77,6 +73,17 @@ def load_stream(cfg, task, seed: int) -> Loaded:
             capped[split] = {"kept": int(cfg[key]), "set_aside": len(ds[split]) - int(cfg[key])}
             ds[split] = ds[split].select(range(int(cfg[key])))
     return Loaded(ds, dropped, capped, stream=stream, streaming=facts)
+
+
+def stream_source(cfg, task, seed: int):
+    """One source as a stream (pipeline/data/streaming.py ``load``): (head + eval splits, the training stream,
+    rows dropped, facts)."""
+    source = str(cfg.source) if str(cfg.source) != "auto" else infer_source(cfg, task)
+    _log_source(cfg, source)
+    mapping = dict(cfg.columns or {})
+    return streaming.load(cfg, task, seed,
+                          canonical=lambda d: _canonical_columns(d, task.columns, task.optional_columns, mapping),
+                          clean_split=task.clean)
 
 
 def read_source(cfg, task, seed: int):

@@ -200,10 +200,16 @@ def draw(trains: dict, weights: dict, strategy: str, stopping: str, seed: int):
                                                              for n in trains}
 
 
-def load(cfg, task, seed: int, read_source, apply_caps):
+def load(cfg, task, seed: int, read_source, apply_caps, stream_source=None):
     """Every source read, checked and capped, the training split drawn, validation / test concatenated. Returns
     (DatasetDict, dropped {split: {"<source>: <reason>": rows}}, capped {split: {kept, set_aside}}, the mixture's
-    facts, {source: DatasetDict(validation, test)})."""
+    facts, {source: DatasetDict(validation, test)}, the training stream or None, the streaming facts).
+
+    ``data.streaming=true`` (``stream_source``: pipeline/data/streaming.py through the data stage): each source is a
+    stream; the training split is their ``interleave_datasets`` with the weights as probabilities (rows drawn per
+    source are then not known up front: ``rows.<source>.train`` is null); the train split of the returned
+    DatasetDict holds the sources' heads (the task's look, a scratch tokenizer, finetune-inspect)."""
+    streamed = bool(cfg.get("streaming"))
     strategy, stopping = str(cfg.get("mix_strategy") or "concat"), str(cfg.get("mix_stopping") or "first_exhausted")
     if strategy not in STRATEGIES:
         raise ConfigError(f"data.mix_strategy={strategy}: use one of {' | '.join(STRATEGIES)}")
@@ -213,13 +219,16 @@ def load(cfg, task, seed: int, read_source, apply_caps):
     ignored = [k for k in ("train_file", "validation_file", "test_file", "path") if cfg.get(k)]
     if ignored:
         log.info("data: data.mixture is read; data.%s not used (each source names its own)", ", data.".join(ignored))
-    sources, dropped, signature = {}, {}, None
+    sources, dropped, signature, streams, stream_facts = {}, {}, None, {}, {}
     for entry in items:
         name = entry["name"]
         scfg = source_config(cfg, entry)
         stask = source_task(task, scfg, entry)
         try:
-            ds, why = read_source(scfg, stask, seed)
+            if streamed:
+                ds, streams[name], why, stream_facts[name] = stream_source(scfg, stask, seed)
+            else:
+                ds, why = read_source(scfg, stask, seed)
             stask.prepare(ds)
         except (ConfigError, DataError) as e:
             raise type(e)(f"data.mixture source '{name}': {e}") from None
@@ -253,9 +262,19 @@ def load(cfg, task, seed: int, read_source, apply_caps):
         sources[name] = ds
         facts["available"][name] = {s: len(ds[s]) for s in splits}
     trains = _aligned({n: d["train"] for n, d in sources.items()}, "train")
-    if strategy == "interleave":
+    if strategy == "interleave" or streamed:
         facts["stopping"] = stopping
-    train, drawn = draw(trains, facts["weights"], strategy, stopping, seed)
+    stream, streaming_facts = None, {}
+    if streamed:  # the heads stand for the train split; the streams are interleaved by weight
+        facts["strategy"] = "interleave"
+        train, drawn = datasets.concatenate_datasets(list(trains.values())), {n: None for n in trains}
+        own = {n: f["columns"] for n, f in stream_facts.items()}
+        stream, streaming_facts = _interleave_streams(streams, own, list(next(iter(trains.values())).column_names),
+                                                      facts["weights"], stopping, seed), \
+            {"sources": {n: {k: v for k, v in f.items() if k != "columns"} for n, f in stream_facts.items()},
+             "columns": list(next(iter(trains.values())).column_names)}
+    else:
+        train, drawn = draw(trains, facts["weights"], strategy, stopping, seed)
     out, per_source = {"train": train}, {}
     for split in ("validation", "test"):
         out[split], parts = _concat({n: d[split] for n, d in sources.items()}, split)
@@ -263,7 +282,27 @@ def load(cfg, task, seed: int, read_source, apply_caps):
             per_source.setdefault(name, {})[split] = d
     for name in sources:
         facts["rows"][name] = {"train": drawn[name], **{s: len(per_source[name][s]) for s in ("validation", "test")}}
-    log.info("data: mixture (%s, seed %d): %s", strategy, seed, ", ".join(
-        f"{n} {r['train']}/{r['validation']}/{r['test']}" for n, r in facts["rows"].items()))
+    log.info("data: mixture (%s, seed %d): %s", facts["strategy"], seed, ", ".join(
+        f"{n} {r['train'] if r['train'] is not None else 'streamed'}/{r['validation']}/{r['test']}"
+        for n, r in facts["rows"].items()))
     return (datasets.DatasetDict(out), dropped, capped, facts,
-            {n: datasets.DatasetDict(p) for n, p in per_source.items()})
+            {n: datasets.DatasetDict(p) for n, p in per_source.items()}, stream, streaming_facts)
+
+
+def _interleave_streams(streams: dict, own: dict, columns: list, weights: dict, stopping: str, seed: int):
+    """The sources' training streams with the same columns (a column a source lacks: nulls), interleaved with
+    probabilities weight / sum(weights) (sources of weight 0 left out)."""
+    names = [n for n in streams if weights[n] > 0]
+    parts = []
+    for name in names:
+        missing = [c for c in columns if c not in own[name]]
+        rows = streams[name]
+
+        def fill(batch, missing=missing):
+            n = len(next(iter(batch.values())))
+            return {**batch, **{c: batch.get(c, [None] * n) for c in missing}}
+
+        parts.append(rows.map(fill, batched=True) if missing else rows)
+    total = sum(weights[n] for n in names)
+    return datasets.interleave_datasets(parts, probabilities=[weights[n] / total for n in names], seed=seed,
+                                        stopping_strategy=stopping)

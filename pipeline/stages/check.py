@@ -50,9 +50,6 @@ def validate(cfg) -> None:
     if cfg.data.get("streaming") and int(cfg.trainer.get("max_steps", -1)) <= 0:
         raise ConfigError("data.streaming=true reads a stream of unknown length: set trainer.max_steps=<steps> "
                           "(epochs cannot be counted)")
-    if cfg.data.get("streaming") and cfg.data.get("mixture"):
-        raise ConfigError("data.streaming=true with data.mixture is not built yet; use data.streaming=false for a "
-                          "mixture (or stream one source)")
     if cfg.data.get("mixture"):  # its entries, names and weights, before any file is read
         names = [e["name"] for e in mixture.entries(cfg.data)]
         best = cfg.data.get("mixture_best")

@@ -36,7 +36,7 @@ import pytest
 from conftest import ROOT
 
 DOCS = [ROOT / "README.md", ROOT / "recipes" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-PROGRAMS = ("finetune", "finetune-predict", "finetune-compare", "finetune-export", "finetune-rlhf")
+PROGRAMS = ("finetune", "finetune-predict", "finetune-compare", "finetune-export", "finetune-rlhf", "finetune-inspect")
 BUDGET = ["debug=smoke", "quiet=true", "trainer.max_steps=3", "num_samples=2", "data.max_train_samples=64",
           "data.max_eval_samples=8", "data.max_test_samples=8"]
 RLHF_BUDGET = ["rlhf.trainer.max_steps=2", "rlhf.reward.trainer.max_steps=2", "rlhf.eval.num_prompts=4",
@@ -233,6 +233,18 @@ def write_named_files(cfg, where: Path) -> None:
         if name and not (where / name).exists() and not Path(name).is_absolute():
             (where / name).parent.mkdir(parents=True, exist_ok=True)
             _write_rows(where / name, [dict(r) for r in rows[split]], cfg.data)
+    if cfg.data.get("mixture"):  # each source's files, in its own row format
+        from pipeline.data import mixture
+
+        for entry in mixture.entries(cfg.data):
+            scfg = mixture.source_config(cfg.data, entry)
+            srows = generate(mixture.source_task(task, scfg, entry), {"num_train": 48, "num_validation": 12,
+                                                                       "num_test": 12}, 0)
+            for split, key in (("train", "train_file"), ("validation", "validation_file"), ("test", "test_file")):
+                name = entry.get(key)
+                if name and not (where / name).exists() and not Path(name).is_absolute():
+                    (where / name).parent.mkdir(parents=True, exist_ok=True)
+                    _write_rows(where / name, [dict(r) for r in srows[split]], scfg)
     rl = cfg.get("rlhf")
     if rl:
         import random
@@ -404,7 +416,17 @@ def test_every_documented_command_runs_or_resolves(tmp_path, monkeypatch):
                 report.append(f"same as {same}: {where}")
                 continue
             name = program.split(":")[-1]
-            if name in ("finetune", "finetune-rlhf"):
+            if name == "finetune-inspect":  # composed and resolved as finetune would, files written, then run
+                from pipeline.commands import inspect
+
+                job = [w for w in words if not w.startswith("-") and "=" in w]
+                write_named_files(resolve(compose(job)), tmp_path)
+                out = io.StringIO()
+                with contextlib.redirect_stdout(out):
+                    inspect.main(words)
+                assert "row 0" in out.getvalue() or '"rows"' in out.getvalue(), out.getvalue()[:300]
+                report.append(f"ran: {where}")
+            elif name in ("finetune", "finetune-rlhf"):
                 jobs = jobs_of(words)
                 for job in jobs:  # as written: composes, every value checked, derived values and library configs
                     key = (name, tuple(job))

@@ -174,7 +174,8 @@ def test_every_console_script_enters_through_the_commands_package():
     import tomllib
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert set(scripts) == {"finetune", "finetune-rlhf", "finetune-predict", "finetune-compare", "finetune-export"}
+    assert set(scripts) == {"finetune", "finetune-rlhf", "finetune-predict", "finetune-compare", "finetune-export",
+                            "finetune-inspect"}
     for name, target in scripts.items():
         module, _, func = target.partition(":")
         assert module.startswith("pipeline.commands."), f"{name} = {target}"

@@ -8,7 +8,7 @@ keys a library class takes against that class's own fields. Keys a group holds t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 
 def at_least(n, **more) -> dict:
@@ -112,6 +112,16 @@ class Data:
     max_test_samples: Optional[int] = field(default=None, metadata=SIZE)
     num_proc: Optional[int] = field(default=None, metadata=SIZE)
     synthetic: Synthetic = field(default_factory=Synthetic)
+    # several sources (pipeline/data/mixture.py): a list of {name, weight, format, train_file | path, ...}
+    mixture: Optional[List[Any]] = None
+    mix_strategy: str = field(default="concat", metadata=one_of("concat", "interleave"))
+    mix_stopping: str = field(default="first_exhausted", metadata=one_of("first_exhausted", "all_exhausted"))
+    mixture_best: Optional[str] = None
+    # the training split as a stream (pipeline/data/streaming.py); needs trainer.max_steps
+    streaming: bool = False
+    stream_head: int = field(default=1000, metadata=SIZE)
+    stream_shuffle_buffer: int = field(default=1000, metadata=at_least(0))
+    stream_batch: int = field(default=256, metadata=SIZE)
 
 
 @dataclass

@@ -10,9 +10,12 @@ aside is counted (metrics.json ``data_capped``).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
+from typing import Any
 
 import datasets
 
+from pipeline.data import mixture, streaming
 from pipeline.data.readers import data_files, infer_source, read_hub, read_local
 from pipeline.data.synthetic import generate
 from pipeline.errors import DataError
@@ -27,7 +30,65 @@ CAPS = (("train", "max_train_samples"), ("validation", "max_eval_samples"), ("te
 def load_raw(cfg, task, seed: int):
     """Read ``cfg.data`` for ``task``: canonical columns, three splits, unusable rows dropped, the task's look at the
     whole data (``task.prepare``), then the caps. Returns (DatasetDict, {split: {reason: rows dropped}},
-    {split: {"kept": rows, "set_aside": rows}} of the capped splits)."""
+    {split: {"kept": rows, "set_aside": rows}} of the capped splits). A ``data.mixture`` is read by
+    pipeline/data/mixture.py (``load_data`` returns its facts too)."""
+    loaded = load_data(cfg, task, seed)
+    return loaded.raw, loaded.dropped, loaded.capped
+
+
+@dataclass
+class Loaded:
+    """What the data stage read: the three splits the run trains and evaluates on, rows dropped and capped per
+    split, and for a mixture its facts (metrics.json ``data_mixture``) and each source's own validation / test."""
+    raw: Any
+    dropped: dict = field(default_factory=dict)
+    capped: dict = field(default_factory=dict)
+    mixture: dict = field(default_factory=dict)
+    per_source: dict = field(default_factory=dict)  # {source name: DatasetDict(validation, test)}
+    stream: Any = None  # data.streaming: the training rows as an IterableDataset (raw["train"] is its head)
+    streaming: dict = field(default_factory=dict)  # its facts (metrics.json data_streaming)
+
+
+def load_data(cfg, task, seed: int) -> Loaded:
+    """``load_raw`` with the mixture's facts (``data.mixture``: pipeline/data/mixture.py)."""
+    if cfg.get("mixture"):
+        *parts, stream, facts = mixture.load(cfg, task, seed, read_source, apply_caps, stream_source)
+        return Loaded(*parts, stream=stream, streaming=facts)
+    if cfg.get("streaming"):
+        return load_stream(cfg, task, seed)
+    ds, dropped = read_source(cfg, task, seed)
+    task.prepare(ds)  # label sets, tag schemes: from the whole data, before any cap
+    ds, capped = apply_caps(cfg, ds)
+    return Loaded(ds, dropped, capped)
+
+
+def load_stream(cfg, task, seed: int) -> Loaded:
+    """data.streaming=true (pipeline/data/streaming.py): the head and the eval splits map-style, the training rows
+    a stream."""
+    ds, stream, dropped, facts = stream_source(cfg, task, seed)
+    task.prepare(ds)  # label sets, tag schemes: from the head and the eval splits
+    capped = {}
+    for split, key in CAPS[1:]:
+        if cfg.get(key) is not None and int(cfg[key]) < len(ds[split]):
+            capped[split] = {"kept": int(cfg[key]), "set_aside": len(ds[split]) - int(cfg[key])}
+            ds[split] = ds[split].select(range(int(cfg[key])))
+    return Loaded(ds, dropped, capped, stream=stream, streaming=facts)
+
+
+def stream_source(cfg, task, seed: int):
+    """One source as a stream (pipeline/data/streaming.py ``load``): (head + eval splits, the training stream,
+    rows dropped, facts)."""
+    source = str(cfg.source) if str(cfg.source) != "auto" else infer_source(cfg, task)
+    _log_source(cfg, source)
+    mapping = dict(cfg.columns or {})
+    return streaming.load(cfg, task, seed,
+                          canonical=lambda d: _canonical_columns(d, task.columns, task.optional_columns, mapping),
+                          clean_split=task.clean)
+
+
+def read_source(cfg, task, seed: int):
+    """One source (``cfg``: the data group, or one ``data.mixture`` entry merged over it): read, the task's columns,
+    three splits, unusable rows dropped. Returns (DatasetDict, {split: {reason: rows dropped}})."""
     source = str(cfg.source)
     if source == "auto":  # a run's config holds the source stages/resolve chose; direct callers may pass auto
         source = infer_source(cfg, task)
@@ -57,7 +118,11 @@ def load_raw(cfg, task, seed: int):
         if len(ds[split]) == 0:
             raise DataError(f"data split '{split}' is empty after dropping the rows above; check the file (or the "
                             f"data.columns mapping)")
-    task.prepare(ds)  # label sets, tag schemes: from the whole data, before any cap
+    return ds, dropped
+
+
+def apply_caps(cfg, ds):
+    """The ``max_*_samples`` caps: the first rows of each split. Returns (DatasetDict, {split: {kept, set_aside}})."""
     capped = {}
     for split, key in CAPS:
         if cfg.get(key) is not None and int(cfg[key]) < len(ds[split]):
@@ -68,7 +133,7 @@ def load_raw(cfg, task, seed: int):
     if capped:
         log.info("data: data.max_*_samples kept the first rows: %s",
                  ", ".join(f"{split} {c['kept']} ({c['set_aside']} set aside)" for split, c in capped.items()))
-    return ds, dropped, capped
+    return ds, capped
 
 
 def _log_source(cfg, source: str) -> None:

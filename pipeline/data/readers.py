@@ -149,4 +149,10 @@ def read_hub(cfg):
                         f"data.train_file=... or data=synthetic") from e
     if not isinstance(ds, datasets.DatasetDict):
         ds = datasets.DatasetDict({"train": ds})
+    splits = dict(cfg.get("splits") or {})  # a mixture source: {train: <hub split>, validation: <hub split>, ...}
+    if splits:
+        missing = [s for s in splits.values() if s not in ds]
+        if missing:
+            raise DataError(f"data.path={cfg.path} has no split {missing[0]!r} (splits: {list(ds)}); fix splits=...")
+        ds = datasets.DatasetDict({ours: ds[theirs] for ours, theirs in splits.items()})
     return ds

@@ -15,6 +15,7 @@ from huggingface_hub import try_to_load_from_cache
 from omegaconf import OmegaConf
 
 from pipeline import rlhf
+from pipeline.data import mixture
 from pipeline.errors import ConfigError, ModelError
 from pipeline.families import MODELS_BY_ARCH, auto_maps, model_family
 from pipeline.integrations import hub, tracking
@@ -45,6 +46,15 @@ def validate(cfg) -> None:
                           f"remove it and export HF_TOKEN=... instead")
     if cfg.get("rlhf"):  # the RLHF stage's own checks of its config (pipeline/rlhf/checks.py)
         rlhf.validate(cfg)
+    if cfg.data.get("streaming") and int(cfg.trainer.get("max_steps", -1)) <= 0:
+        raise ConfigError("data.streaming=true reads a stream of unknown length: set trainer.max_steps=<steps> "
+                          "(epochs cannot be counted)")
+    if cfg.data.get("mixture"):  # its entries, names and weights, before any file is read
+        names = [e["name"] for e in mixture.entries(cfg.data)]
+        best = cfg.data.get("mixture_best")
+        if best and best not in names:
+            raise ConfigError(f"data.mixture_best={best} is not a source of data.mixture ({', '.join(names)}); "
+                              f"name one, or null for the combined metric")
 
 
 def can_do(family, task) -> bool:

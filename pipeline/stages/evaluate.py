@@ -17,3 +17,13 @@ def evaluate(trainer, task, tokenizer, raw, tokenized, num_samples: int, run_dir
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return metrics
+
+
+def per_source(trainer, task, raw: dict, tokenized: dict) -> dict:
+    """data.mixture: each source's validation and test metrics on their own (``eval_<source>_<metric>``,
+    ``test_<source>_<metric>``; the key names transformers gives a dict of eval datasets)."""
+    metrics = {}
+    for name in raw:
+        for split, prefix in (("validation", "eval"), ("test", "test")):
+            metrics.update(task.evaluate(trainer, raw[name][split], tokenized[name][split], f"{prefix}_{name}"))
+    return metrics

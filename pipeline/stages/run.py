@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import rlhf
-from pipeline.data import load_raw
+from pipeline.data import load_data, streaming
 from pipeline.families import model_family
 from pipeline.infra import cluster, distributed, resume
 from pipeline.integrations import hub, scrub, tracking
@@ -46,6 +46,9 @@ class Run:
     trainer: Any = None
     metrics: dict = field(default_factory=dict)
     resume: str | None = None     # checkpoint to continue from (pipeline/infra/resume.py)
+    per_source: dict = field(default_factory=dict)  # data.mixture: {source: raw DatasetDict(validation, test)}
+    per_source_tokenized: dict = field(default_factory=dict)  # ... and tokenised
+    stream: Any = None  # data.streaming: the training rows as an IterableDataset, raw then tokenised
     t0: float = field(default_factory=time.time)
 
 
@@ -64,7 +67,13 @@ def check_stage(r: Run) -> None:
 def data_stage(r: Run) -> None:
     """Raw splits with the task's columns; dropped rows counted per reason; the task's look at the whole data (label
     sets, tag scheme: ``task.data_facts``); the caps' rows kept and set aside."""
-    r.raw, dropped, capped = load_raw(r.cfg.data, r.task, int(r.cfg.seed))
+    loaded = load_data(r.cfg.data, r.task, int(r.cfg.seed))
+    r.raw, dropped, capped, r.per_source = loaded.raw, loaded.dropped, loaded.capped, loaded.per_source
+    r.stream = loaded.stream
+    if loaded.streaming:
+        r.metrics["data_streaming"] = loaded.streaming  # the head read up front, shuffle buffer, batch rows
+    if loaded.mixture:
+        r.metrics["data_mixture"] = loaded.mixture  # rows drawn per source and split (pipeline/data/mixture.py)
     if dropped:
         r.metrics["data_dropped_rows"] = dropped  # {split: {reason: rows}}
     if capped:
@@ -80,7 +89,12 @@ def model_stage(r: Run) -> None:
     r.task.adapt(r.tokenizer, r.model)
     check.post_load(r.cfg, r.task, r.model, r.tokenizer)
     t = time.time()
+    for name, splits in r.per_source.items():  # before the combined splits: their cut counts are the run's
+        r.per_source_tokenized[name] = r.task.cut_counts(r.task.preprocess(splits, r.tokenizer, r.model))[0]
     r.tokenized, cut = r.task.cut_counts(r.task.preprocess(r.raw, r.tokenizer, r.model))
+    if r.stream is not None:  # tokenised (and packed) on the fly while training (pipeline/data/streaming.py)
+        r.stream = streaming.tokenize(r.task, r.stream, r.metrics["data_streaming"]["columns"], r.tokenizer,
+                                      r.model, int(r.cfg.data.stream_batch))
     r.metrics["tokenize_seconds"] = time.time() - t
     if cut:
         r.metrics["data_truncated"] = cut  # {split: {what: examples (or tokens)}}
@@ -99,7 +113,10 @@ def make_trainer(r: Run):
     cfg = r.cfg
     tracking.setup(cfg, r.run_dir)  # logger=: env for the Trainer's callbacks; MLflow/W&B run with the config
     args = trainer.training_args(cfg, r.task, r.run_dir)
-    t = trainer.build_trainer(cfg, r.task, r.model, r.tokenizer, r.tokenized, args)
+    splits = r.tokenized if r.stream is None else {**r.tokenized, "train": r.stream}
+    t = trainer.build_trainer(cfg, r.task, r.model, r.tokenizer, splits, args)
+    if cfg.do_eval:  # data.mixture: eval_<source>_<metric> beside the combined eval_<metric>
+        t.source_eval = {name: d["validation"] for name, d in r.per_source_tokenized.items()}
     scrub.trainer_callbacks(t)  # trackers log TrainingArguments / model config without paths or secrets
     peft_glue.attach(t, r.task)  # PEFT glue: AdaLoRA budget, label padding for virtual tokens
     guards.install(t)  # COMPLETE marker per checkpoint, stop on NaN/inf loss
@@ -121,6 +138,7 @@ def evaluate_stage(r: Run) -> None:
     if r.cfg.do_eval:
         r.metrics.update(evaluate.evaluate(r.trainer, r.task, r.tokenizer, r.raw, r.tokenized,
                                            int(r.cfg.num_samples), r.run_dir))
+        r.metrics.update(evaluate.per_source(r.trainer, r.task, r.per_source, r.per_source_tokenized))
 
 
 def rlhf_stage(r: Run) -> None:

@@ -110,6 +110,13 @@ class Task:
         """Look at the whole raw data once, before any ``max_*_samples`` cap and before the model is built (e.g.
         collect the label set); may rewrite the splits in ``raw`` (counted in ``data_facts``)."""
 
+    mixture_signature_name = ""  # what mixture_signature returns, in words (e.g. "label set")
+
+    def mixture_signature(self):
+        """After ``prepare``: what every source of a ``data.mixture`` must share with the others (e.g. the label set
+        a classification head is built for), or None when sources need not agree on anything."""
+        return None
+
     def data_facts(self) -> dict:
         """What ``prepare`` found or changed, for metrics.json (e.g. the tag scheme and the tags converted)."""
         return {}
@@ -123,6 +130,11 @@ class Task:
         key ``task.<key>`` can cut an example, add a column ``_cut_<key>`` (``cut_flags(enc)``): ``cut_counts``
         counts and removes it, so no example is cut silently."""
         raise NotImplementedError
+
+    def render_rows(self, raw_split, tokenizer) -> list | None:
+        """finetune-inspect: each raw row as the text its tokens come from when a template shapes it (a chat
+        template's rendering), else None for the row; None: the task renders nothing."""
+        return None
 
     def cut_counts(self, tokenized):
         """(``tokenized`` without its ``_cut_*`` columns, {split: {"task.<key>": examples cut}}); each count is

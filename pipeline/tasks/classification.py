@@ -147,6 +147,11 @@ class ClassificationTask(Task):
             raise ConfigError(f"task.metric={self.tcfg.metric} is not a classification metric of this data; use "
                               f"one of {sorted(metrics)[:12]}")
 
+    mixture_signature_name = "label set"
+
+    def mixture_signature(self):
+        return sorted(self.labels)
+
     def tokenizer_corpus(self, raw):
         pairs = raw["train"]["text_pair"] if "text_pair" in raw["train"].column_names else []
         return (t for texts in (raw["train"]["text"], pairs) for t in texts)

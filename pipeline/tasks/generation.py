@@ -202,6 +202,13 @@ class GenerationTask(Task):
         return packing.pack(out, block, str(self.tcfg.packing_strategy), self.cfg.data.num_proc) if self.packs() \
             else out
 
+    def render_rows(self, raw_split, tokenizer):
+        """Conversations rendered with the run's chat template (what the tokens of finetune-inspect come from)."""
+        if not self.conversational:
+            return None
+        return [cf.render(tokenizer, ex.messages, False) if ex.messages is not None else None
+                for _, ex in self.examples("inspect", raw_split)]
+
     def _report(self, split, enc):
         """Truncated examples, documents cut into several blocks, examples left with no trained token: counted in
         ``self.cuts`` and logged (nothing is changed silently)."""

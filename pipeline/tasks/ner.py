@@ -180,6 +180,11 @@ class NerTask(Task):
                 raise DataError(f"split '{split}' has tags not seen in train: {unknown[:5]}; the model can only "
                                 f"predict training labels (train labels: {self.labels[:12]})")
 
+    mixture_signature_name = "tag set"
+
+    def mixture_signature(self):
+        return list(self.labels)
+
     def data_facts(self):
         return {"tag_scheme": self.scheme, "tags_converted": self.converted}
 

@@ -13,6 +13,8 @@ from pipeline.errors import ConfigError
 from pipeline.families import model_family
 from pipeline.infra import distributed
 from pipeline.training import early_stopping, precision, throughput
+from pipeline.training.per_source import per_source_eval
+from pipeline.training.streams import node_streams
 from pipeline.training.sampling import in_order_eval, with_group_order
 
 
@@ -22,6 +24,8 @@ def training_args(cfg, task, run_dir: Path):
     fields.update(output_dir=str(run_dir / "checkpoints"), seed=int(cfg.seed), run_name=str(cfg.name),
                   metric_for_best_model=str(cfg.task.metric), greater_is_better=bool(cfg.task.greater_is_better),
                   **task.training_args_extra())
+    if cfg.data.get("mixture") and cfg.data.get("mixture_best"):  # a source's own eval_<source>_<metric>
+        fields["metric_for_best_model"] = f"{cfg.data.mixture_best}_{cfg.task.metric}"
     resolve_auto(fields)
     if not cfg.do_eval:
         fields.update(eval_strategy="no", load_best_model_at_end=False)
@@ -71,8 +75,8 @@ def resolve_auto(fields: dict) -> dict:
 
 def build_trainer(cfg, task, model, tokenizer, datasets, args):
     # evaluation in dataset order (predictions line up with their rows); training batches in the group order
-    trainer_class = with_group_order(in_order_eval(task.trainer_classes()[0]),
-                                     str(cfg.trainer.get("group_order", "sorted")))
+    trainer_class = node_streams(per_source_eval(with_group_order(in_order_eval(task.trainer_classes()[0]),
+                                                     str(cfg.trainer.get("group_order", "sorted")))))
     fsdp_wrap(cfg, model)  # FSDP auto-wrap: the family's layer classes (families.py fsdp_layers)
     trainer = trainer_class(model=model, args=args, train_dataset=datasets["train"],
                             eval_dataset=datasets["validation"] if cfg.do_eval else None,

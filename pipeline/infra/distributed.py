@@ -205,9 +205,9 @@ def _refuse_known_bad(cfg, env: dict) -> None:
     if env["deepspeed"] and importlib.util.find_spec("deepspeed") is None:
         raise ConfigError("the accelerate config uses DeepSpeed but it is not installed; pip install deepspeed "
                           "(GPU machines), or launch with conf/accelerate/ddp.yaml")
-    if sharded and not torch.cuda.is_available():
-        raise ConfigError(f"{sharded} needs GPUs and none is visible; on CPU launch plain DDP: accelerate launch "
-                          f"--multi_gpu --num_processes 2 -m pipeline ...")
+    if env["deepspeed"] and not torch.cuda.is_available():
+        raise ConfigError(f"{sharded} needs GPUs and none is visible; on CPU launch FSDP or DDP: accelerate launch "
+                          f"--config_file conf/accelerate/fsdp.yaml -m pipeline ...")
     m = cfg.method
     quantized = m.get("name") == "qlora" or m.get("load_in_4bit") or m.get("load_in_8bit") or m.get("quantization")
     if quantized and (env["zero_stage"] == 3 or env["fsdp"]):

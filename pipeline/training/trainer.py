@@ -13,6 +13,7 @@ from pipeline.errors import ConfigError
 from pipeline.families import get_family
 from pipeline.infra import distributed
 from pipeline.training import early_stopping, precision, throughput
+from pipeline.training.sharding import fsdp_on_cpu
 from pipeline.training.sampling import in_order_eval, with_group_order
 
 
@@ -73,6 +74,7 @@ def build_trainer(cfg, task, model, tokenizer, datasets, args):
     # evaluation in dataset order (predictions line up with their rows); training batches in the group order
     trainer_class = with_group_order(in_order_eval(task.trainer_classes()[0]),
                                      str(cfg.trainer.get("group_order", "sorted")))
+    trainer_class = fsdp_on_cpu(trainer_class)  # FSDP on CPU processes: accelerate would drop it (sharding.py)
     fsdp_wrap(cfg, model)  # FSDP auto-wrap: the family's layer classes (families.py fsdp_layers)
     trainer = trainer_class(model=model, args=args, train_dataset=datasets["train"],
                             eval_dataset=datasets["validation"] if cfg.do_eval else None,

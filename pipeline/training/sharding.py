@@ -10,6 +10,13 @@ accelerate's ``fsdp2_prepare_model`` shards on the meta device and loads the ful
 neither of which needs CUDA. So after Trainer builds its Accelerator, a MULTI_CPU run that asked for FSDP becomes
 an FSDP run with the plugin accelerate would have built from the same environment (FullyShardedDataParallelPlugin
 reads FSDP_* exactly as on GPUs). On GPUs nothing here runs: accelerate's own path is taken.
+
+Tied embeddings shared by more than two modules (T5, BART: ``shared`` = encoder.embed_tokens = decoder.embed_tokens
+[= lm_head]), on GPUs too: accelerate's ``fsdp2_prepare_model`` puts the input (and a tied output) embedding in
+one FSDP2 group, and the encoder's / decoder's own ``embed_tokens`` modules land in the root group holding the same
+Parameter; torch >= 2.13 refuses that at the first forward ("Parameter 'shared.weight' is shared with a parameter
+already managed by another FSDP group"). ``group_tied_embeddings`` shards every module holding that weight as one
+group before accelerate prepares the model (accelerate skips modules that are already FSDP modules).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import torch
 from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from pipeline.infra import distributed
 
@@ -27,16 +35,41 @@ def wants_cpu_fsdp() -> bool:
         and not torch.cuda.is_available()
 
 
-def fsdp_on_cpu(trainer_class):
-    """``trainer_class`` whose Accelerator shards with FSDP on CPU processes (``trainer_class`` itself elsewhere)."""
-    if not wants_cpu_fsdp():
+def group_tied_embeddings(model, plugin, mesh=None) -> bool:
+    """One FSDP2 group for every module holding the input-embedding weight, where more modules hold it than the
+    input and output embeddings accelerate groups itself (see the module docstring). True if it sharded them."""
+    embed, out = model.get_input_embeddings(), model.get_output_embeddings()
+    weight = getattr(embed, "weight", None)
+    if weight is None:
+        return False
+    holders = [m for m in model.modules() if any(p is weight for p in m.parameters(recurse=False))]
+    if all(m is embed or m is out for m in holders) or any(isinstance(m, FSDPModule) for m in holders):
+        return False
+    fully_shard(holders, mesh=mesh, reshard_after_forward=plugin.reshard_after_forward,
+                offload_policy=plugin.cpu_offload, mp_policy=plugin.mixed_precision_policy or MixedPrecisionPolicy())
+    return True
+
+
+def fsdp_fixes(trainer_class):
+    """``trainer_class`` whose Accelerator shards with FSDP on CPU processes too, and whose FSDP2 runs group tied
+    embeddings (module docstring); ``trainer_class`` itself when the launcher asked for no FSDP."""
+    if not distributed.env_true("ACCELERATE_USE_FSDP"):
         return trainer_class
 
     class Trainer(trainer_class):
+        def _prepare_for_training(self, max_steps, train_dataloader, resume_from_checkpoint):
+            plugin = self.accelerator.state.fsdp_plugin if self.is_fsdp_enabled else None
+            if plugin is not None and plugin.fsdp_version == 2:
+                mesh = getattr(self.accelerator, "torch_device_mesh", None)  # as accelerate's fsdp2_prepare_model
+                if mesh is not None:
+                    mesh = mesh[tuple(self.accelerator.parallelism_config.fsdp_dim_names)]
+                group_tied_embeddings(self.model, plugin, mesh)
+            return super()._prepare_for_training(max_steps, train_dataloader, resume_from_checkpoint)
+
         def create_accelerator_and_postprocess(self):
             super().create_accelerator_and_postprocess()
             state = self.accelerator.state
-            if state.distributed_type == DistributedType.MULTI_CPU:
+            if wants_cpu_fsdp() and state.distributed_type == DistributedType.MULTI_CPU:
                 plugin = FullyShardedDataParallelPlugin()  # from FSDP_* of the accelerate config, as on GPUs
                 for shared in (AcceleratorState._shared_state, PartialState._shared_state):
                     shared["distributed_type"] = DistributedType.FSDP

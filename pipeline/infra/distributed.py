@@ -242,7 +242,24 @@ def run_facts(trainer) -> dict:
              * args.gradient_accumulation_steps,
              "distributed_type": str(trainer.accelerator.distributed_type).split(".")[-1]}
     facts["replicas_in_sync"] = _replicas_in_sync(trainer)
+    if trainer.is_fsdp_enabled:
+        facts["parameters_sharded"] = _sharded_share(trainer.model)
     return facts
+
+
+def _sharded_share(model) -> float:
+    """FSDP2: the share of parameter elements held as DTensors (sharded over the ranks); 1.0 when all are. Modules
+    whose last forward left them gathered (the root after evaluation: reshard_after_forward=False) are resharded
+    first; what a module holds between steps is what is measured."""
+    from torch.distributed.fsdp import FSDPModule  # torch: see the module docstring (light CLI start-up)
+    from torch.distributed.tensor import DTensor
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+    params = list(model.parameters())
+    total = sum(p.numel() for p in params)
+    return sum(p.numel() for p in params if isinstance(p, DTensor)) / total if total else 0.0
 
 
 def _replicas_in_sync(trainer) -> bool | None:

@@ -17,6 +17,11 @@ one FSDP2 group, and the encoder's / decoder's own ``embed_tokens`` modules land
 Parameter; torch >= 2.13 refuses that at the first forward ("Parameter 'shared.weight' is shared with a parameter
 already managed by another FSDP group"). ``group_tied_embeddings`` shards every module holding that weight as one
 group before accelerate prepares the model (accelerate skips modules that are already FSDP modules).
+
+Saving: the full state dict FSDP gathers holds one tensor per name, so transformers' ``save_pretrained`` (which
+drops tied copies by storage pointer) keeps every tied copy (T5's model.safetensors carried shared.weight four
+times). ``drop_tied_copies`` removes the names the model ties (``all_tied_weights_keys``) when they equal their
+source, so model/ is what one process writes.
 """
 
 from __future__ import annotations
@@ -50,6 +55,15 @@ def group_tied_embeddings(model, plugin, mesh=None) -> bool:
     return True
 
 
+def drop_tied_copies(model, state_dict: dict) -> dict:
+    """``state_dict`` without the tied names (target -> source, transformers' ``all_tied_weights_keys``) whose
+    tensor equals its source's: the copies a gathered state dict holds separately."""
+    for target, source in (getattr(model, "all_tied_weights_keys", None) or {}).items():
+        if target in state_dict and source in state_dict and torch.equal(state_dict[target], state_dict[source]):
+            del state_dict[target]
+    return state_dict
+
+
 def fsdp_fixes(trainer_class):
     """``trainer_class`` whose Accelerator shards with FSDP on CPU processes too, and whose FSDP2 runs group tied
     embeddings (module docstring); ``trainer_class`` itself when the launcher asked for no FSDP."""
@@ -65,6 +79,11 @@ def fsdp_fixes(trainer_class):
                     mesh = mesh[tuple(self.accelerator.parallelism_config.fsdp_dim_names)]
                 group_tied_embeddings(self.model, plugin, mesh)
             return super()._prepare_for_training(max_steps, train_dataloader, resume_from_checkpoint)
+
+        def _save(self, output_dir=None, state_dict=None):
+            if state_dict is not None and self.is_fsdp_enabled:
+                state_dict = drop_tied_copies(self.accelerator.unwrap_model(self.model), state_dict)
+            super()._save(output_dir, state_dict)
 
         def create_accelerator_and_postprocess(self):
             super().create_accelerator_and_postprocess()

@@ -205,7 +205,7 @@ def _refuse_known_bad(cfg, env: dict) -> None:
     if env["deepspeed"] and importlib.util.find_spec("deepspeed") is None:
         raise ConfigError("the accelerate config uses DeepSpeed but it is not installed; pip install deepspeed "
                           "(GPU machines), or launch with conf/accelerate/ddp.yaml")
-    if env["deepspeed"] and not torch.cuda.is_available():
+    if env["deepspeed"] and not torch.cuda.is_available() and not env_true("FINETUNE_TRY_DEEPSPEED_CPU"):
         raise ConfigError(f"{sharded} needs GPUs and none is visible; on CPU launch FSDP or DDP: accelerate launch "
                           f"--config_file conf/accelerate/fsdp.yaml -m pipeline ...")
     m = cfg.method

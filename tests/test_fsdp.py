@@ -71,9 +71,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(target: list[str], timeout: int = 420) -> subprocess.CompletedProcess:
+def launch(target: list[str], timeout: int = 420, config: Path = FSDP_CONFIG) -> subprocess.CompletedProcess:
     """`accelerate launch --config_file conf/accelerate/fsdp.yaml ...` as docs/distributed.md gives it for CPUs."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(FSDP_CONFIG),
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
            "--main_process_port", str(_free_port()), *target]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)

@@ -199,15 +199,11 @@ def configure(cfg) -> None:
 
 
 def _refuse_known_bad(cfg, env: dict) -> None:
-    import torch  # torch: see the module docstring (light CLI start-up)
-
-    sharded = "DeepSpeed" if env["deepspeed"] else "FSDP" if env["fsdp"] else None
+    # FSDP and DeepSpeed both run on CPU processes too (training/sharding.py; DeepSpeed's CPU accelerator over gloo,
+    # which JIT-builds its shared-memory allreduce op on first use): no "needs GPUs" refusal
     if env["deepspeed"] and importlib.util.find_spec("deepspeed") is None:
-        raise ConfigError("the accelerate config uses DeepSpeed but it is not installed; pip install deepspeed "
-                          "(GPU machines), or launch with conf/accelerate/ddp.yaml")
-    if env["deepspeed"] and not torch.cuda.is_available() and not env_true("FINETUNE_TRY_DEEPSPEED_CPU"):
-        raise ConfigError(f"{sharded} needs GPUs and none is visible; on CPU launch FSDP or DDP: accelerate launch "
-                          f"--config_file conf/accelerate/fsdp.yaml -m pipeline ...")
+        raise ConfigError("the accelerate config uses DeepSpeed but it is not installed; pip install deepspeed, "
+                          "or launch with conf/accelerate/ddp.yaml")
     m = cfg.method
     quantized = m.get("name") == "qlora" or m.get("load_in_4bit") or m.get("load_in_8bit") or m.get("quantization")
     if quantized and (env["zero_stage"] == 3 or env["fsdp"]):

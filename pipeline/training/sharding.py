@@ -18,7 +18,7 @@ Parameter; torch >= 2.13 refuses that at the first forward ("Parameter 'shared.w
 already managed by another FSDP group"). ``group_tied_embeddings`` shards every module holding that weight as one
 group before accelerate prepares the model (accelerate skips modules that are already FSDP modules).
 
-Saving: the full state dict FSDP gathers holds one tensor per name, so transformers' ``save_pretrained`` (which
+Saving (FSDP and DeepSpeed ZeRO-2 alike): the full state dict they gather holds one tensor per name, so transformers' ``save_pretrained`` (which
 drops tied copies by storage pointer) keeps every tied copy (T5's model.safetensors carried shared.weight four
 times). ``drop_tied_copies`` removes the names the model ties (``all_tied_weights_keys``) when they equal their
 source, so model/ is what one process writes.
@@ -64,10 +64,11 @@ def drop_tied_copies(model, state_dict: dict) -> dict:
     return state_dict
 
 
-def fsdp_fixes(trainer_class):
-    """``trainer_class`` whose Accelerator shards with FSDP on CPU processes too, and whose FSDP2 runs group tied
-    embeddings (module docstring); ``trainer_class`` itself when the launcher asked for no FSDP."""
-    if not distributed.env_true("ACCELERATE_USE_FSDP"):
+def sharding_fixes(trainer_class):
+    """``trainer_class`` whose Accelerator shards with FSDP on CPU processes too, whose FSDP2 runs group tied
+    embeddings and whose gathered saves drop tied copies (module docstring); ``trainer_class`` itself when the
+    launcher asked for neither FSDP nor DeepSpeed."""
+    if not (distributed.env_true("ACCELERATE_USE_FSDP") or distributed.env_true("ACCELERATE_USE_DEEPSPEED")):
         return trainer_class
 
     class Trainer(trainer_class):
@@ -81,7 +82,7 @@ def fsdp_fixes(trainer_class):
             return super()._prepare_for_training(max_steps, train_dataloader, resume_from_checkpoint)
 
         def _save(self, output_dir=None, state_dict=None):
-            if state_dict is not None and self.is_fsdp_enabled:
+            if state_dict is not None and (self.is_fsdp_enabled or self.is_deepspeed_enabled):
                 state_dict = drop_tied_copies(self.accelerator.unwrap_model(self.model), state_dict)
             super()._save(output_dir, state_dict)
 

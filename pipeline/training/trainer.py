@@ -13,7 +13,7 @@ from pipeline.errors import ConfigError
 from pipeline.families import get_family
 from pipeline.infra import distributed
 from pipeline.training import early_stopping, precision, throughput
-from pipeline.training.sharding import fsdp_fixes
+from pipeline.training.sharding import sharding_fixes
 from pipeline.training.sampling import in_order_eval, with_group_order
 
 
@@ -74,7 +74,7 @@ def build_trainer(cfg, task, model, tokenizer, datasets, args):
     # evaluation in dataset order (predictions line up with their rows); training batches in the group order
     trainer_class = with_group_order(in_order_eval(task.trainer_classes()[0]),
                                      str(cfg.trainer.get("group_order", "sorted")))
-    trainer_class = fsdp_fixes(trainer_class)  # FSDP on CPU processes, tied embeddings (sharding.py)
+    trainer_class = sharding_fixes(trainer_class)  # FSDP on CPUs, tied embeddings, saves (sharding.py)
     fsdp_wrap(cfg, model)  # FSDP auto-wrap: the family's layer classes (families.py fsdp_layers)
     trainer = trainer_class(model=model, args=args, train_dataset=datasets["train"],
                             eval_dataset=datasets["validation"] if cfg.do_eval else None,

@@ -199,15 +199,11 @@ def configure(cfg) -> None:
 
 
 def _refuse_known_bad(cfg, env: dict) -> None:
-    import torch  # torch: see the module docstring (light CLI start-up)
-
-    sharded = "DeepSpeed" if env["deepspeed"] else "FSDP" if env["fsdp"] else None
+    # FSDP and DeepSpeed both run on CPU processes too (training/sharding.py; DeepSpeed's CPU accelerator over gloo,
+    # which JIT-builds its shared-memory allreduce op on first use): no "needs GPUs" refusal
     if env["deepspeed"] and importlib.util.find_spec("deepspeed") is None:
-        raise ConfigError("the accelerate config uses DeepSpeed but it is not installed; pip install deepspeed "
-                          "(GPU machines), or launch with conf/accelerate/ddp.yaml")
-    if sharded and not torch.cuda.is_available():
-        raise ConfigError(f"{sharded} needs GPUs and none is visible; on CPU launch plain DDP: accelerate launch "
-                          f"--multi_gpu --num_processes 2 -m pipeline ...")
+        raise ConfigError("the accelerate config uses DeepSpeed but it is not installed; pip install deepspeed, "
+                          "or launch with conf/accelerate/ddp.yaml")
     m = cfg.method
     quantized = m.get("name") == "qlora" or m.get("load_in_4bit") or m.get("load_in_8bit") or m.get("quantization")
     if quantized and (env["zero_stage"] == 3 or env["fsdp"]):
@@ -242,7 +238,24 @@ def run_facts(trainer) -> dict:
              * args.gradient_accumulation_steps,
              "distributed_type": str(trainer.accelerator.distributed_type).split(".")[-1]}
     facts["replicas_in_sync"] = _replicas_in_sync(trainer)
+    if trainer.is_fsdp_enabled:
+        facts["parameters_sharded"] = _sharded_share(trainer.model)
     return facts
+
+
+def _sharded_share(model) -> float:
+    """FSDP2: the share of parameter elements held as DTensors (sharded over the ranks); 1.0 when all are. Modules
+    whose last forward left them gathered (the root after evaluation: reshard_after_forward=False) are resharded
+    first; what a module holds between steps is what is measured."""
+    from torch.distributed.fsdp import FSDPModule  # torch: see the module docstring (light CLI start-up)
+    from torch.distributed.tensor import DTensor
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+    params = list(model.parameters())
+    total = sum(p.numel() for p in params)
+    return sum(p.numel() for p in params if isinstance(p, DTensor)) / total if total else 0.0
 
 
 def _replicas_in_sync(trainer) -> bool | None:

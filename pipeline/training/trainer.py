@@ -14,6 +14,7 @@ from pipeline.families import model_family
 from pipeline.infra import distributed
 from pipeline.training import early_stopping, precision, throughput
 from pipeline.training.per_source import per_source_eval
+from pipeline.training.sharding import sharding_fixes
 from pipeline.training.streams import node_streams
 from pipeline.training.sampling import in_order_eval, with_group_order
 
@@ -77,6 +78,7 @@ def build_trainer(cfg, task, model, tokenizer, datasets, args):
     # evaluation in dataset order (predictions line up with their rows); training batches in the group order
     trainer_class = node_streams(per_source_eval(with_group_order(in_order_eval(task.trainer_classes()[0]),
                                                      str(cfg.trainer.get("group_order", "sorted")))))
+    trainer_class = sharding_fixes(trainer_class)  # FSDP on CPUs, tied embeddings, saves (sharding.py)
     fsdp_wrap(cfg, model)  # FSDP auto-wrap: the family's layer classes (families.py fsdp_layers)
     trainer = trainer_class(model=model, args=args, train_dataset=datasets["train"],
                             eval_dataset=datasets["validation"] if cfg.do_eval else None,
@@ -89,10 +91,17 @@ def build_trainer(cfg, task, model, tokenizer, datasets, args):
     return trainer
 
 
+_wrap_set_here: str | None = None  # the class list fsdp_wrap last exported (a sweep's next job sets its own)
+
+
 def fsdp_wrap(cfg, model) -> None:
     """FSDP with transformer-based auto-wrap and no class names in the accelerate config: wrap this family's layer
-    classes (pipeline/families.py ``fsdp_layers``), keeping those the model really has."""
-    if not distributed.env_true("ACCELERATE_USE_FSDP") or os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP"):
+    classes (pipeline/families.py ``fsdp_layers``), keeping those the model really has. The list goes to accelerate
+    through FSDP_TRANSFORMER_CLS_TO_WRAP, which outlives the job: a sweep's next job (another family) must not read
+    the previous job's list as the user's (accelerate: "Could not find the transformer layer class GPT2Block")."""
+    global _wrap_set_here
+    given = os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP")
+    if not distributed.env_true("ACCELERATE_USE_FSDP") or (given and given != _wrap_set_here):
         return
     if os.environ.get("FSDP_AUTO_WRAP_POLICY", "TRANSFORMER_BASED_WRAP").upper() != "TRANSFORMER_BASED_WRAP":
         return
@@ -102,7 +111,7 @@ def fsdp_wrap(cfg, model) -> None:
         raise ConfigError(f"FSDP auto-wrap: none of {list(model_family(cfg.model).fsdp_layers)} "
                           f"(families.py fsdp_layers for {cfg.model.family}) is in this model; set "
                           f"fsdp_transformer_layer_cls_to_wrap in the accelerate config")
-    os.environ["FSDP_TRANSFORMER_CLS_TO_WRAP"] = ",".join(names)
+    _wrap_set_here = os.environ["FSDP_TRANSFORMER_CLS_TO_WRAP"] = ",".join(names)
 
 
 def loss_divides_by_item_count(model) -> bool:

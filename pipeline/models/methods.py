@@ -343,7 +343,8 @@ def architecture_table() -> str:
     refuses it (before any data or weights)."""
     fams = [get_family(t) for t in ARCHITECTURES]
     first = {a: next(n for n, t in task_classes().items() if a in t.archs) for a in {f.arch for f in fams}}
-    rows = ["| method | " + " | ".join(f"{f.name} ({first[f.arch]})" for f in fams) + " |", "|---|" + "---|" * len(fams)]
+    rows = ["| method | " + " | ".join(f"{f.name} ({first[f.arch]})" for f in fams) + " |",
+            "|---|" + "---|" * len(fams)]
     for m in METHODS:
         cells = []
         for f in fams:

@@ -97,7 +97,7 @@ def load(cfg, task, raw):
                                                              trust_remote_code=bool(mcfg.trust_remote_code))
         except Exception as e:
             raise _load_error(str(mcfg.name_or_path), e) from e
-        if config.model_type not in family_types(family.name):  # resolve set model.family from this config: a changed folder
+        if config.model_type not in family_types(family.name):  # resolve read this config: the folder changed
             raise ModelError(f"model.name_or_path={mcfg.name_or_path} is now a '{config.model_type}' checkpoint, "
                              f"not the '{family.name}' the run was checked for; run again")
         kwargs = dict(revision=mcfg.revision, trust_remote_code=bool(mcfg.trust_remote_code),

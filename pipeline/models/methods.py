@@ -342,8 +342,9 @@ def architecture_table() -> str:
     the targets (or none are needed), ✓ all-linear where peft has no mapping for the type, the refusal where check
     refuses it (before any data or weights)."""
     fams = [get_family(t) for t in ARCHITECTURES]
-    first = {"encoder": "ner", "decoder": "generation", "encoder-decoder": "summarization"}
-    rows = ["| method | " + " | ".join(f"{f.name} ({f.arch})" for f in fams) + " |", "|---|" + "---|" * len(fams)]
+    first = {a: next(n for n, t in task_classes().items() if a in t.archs) for a in {f.arch for f in fams}}
+    rows = ["| method | " + " | ".join(f"{f.name} ({first[f.arch]})" for f in fams) + " |",
+            "|---|" + "---|" * len(fams)]
     for m in METHODS:
         cells = []
         for f in fams:

@@ -16,6 +16,12 @@ log = logging.getLogger(__name__)
 SKIP_PARTS = {"checkpoints", "model", "merged", ".hydra", "tensorboard"}
 
 
+def family_of_config(model: dict) -> str:
+    """A run's family from its composed config (a run refused before metrics.json): model.family when given, else
+    the type its model file builds (model.scratch.model_type)."""
+    return str(model.get("family") or (model.get("scratch") or {}).get("model_type") or "?")
+
+
 def _json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -69,7 +75,7 @@ def read_run(run: Path, root: Path) -> dict:
     total = m.get("total_params")
     row = {
         "run": str(run.relative_to(root)),
-        "family": m.get("family") or cfg.get("model", {}).get("family", "?"),
+        "family": m.get("family") or family_of_config(cfg.get("model") or {}),
         "task": task, "method": m.get("method") or cfg.get("method", {}).get("name", "?"),
         "status": status.get("status") or ("completed" if m else "unknown"),
         "metric": metric, "value": m.get(metric),

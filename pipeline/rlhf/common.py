@@ -15,7 +15,7 @@ from transformers import AutoConfig, AutoTokenizer
 from trl import DPOConfig, GRPOConfig, KTOConfig, RewardConfig, RLOOConfig
 
 from pipeline.errors import ConfigError, ModelError
-from pipeline.families import FAMILIES, get_family
+from pipeline.families import get_family
 from pipeline.infra.distributed import is_main, training_fields
 from pipeline.models.methods import method_kind
 from pipeline.models.methods import peft_config as method_peft_config
@@ -112,15 +112,12 @@ def peft_config(cfg, family_name: str, task_type: str):
 
 
 def family_of(path: str) -> str:
-    """The pipeline family of a saved model (config.model_type)."""
+    """The pipeline family of a saved model: its config.model_type (any type transformers knows)."""
     try:
         model_type = AutoConfig.from_pretrained(path).model_type
     except Exception as e:
         raise ModelError(f"{path}: cannot read config.json ({type(e).__name__}); give the model/ folder of a run")
-    for f in FAMILIES.values():
-        if model_type in f.model_types:
-            return f.name
-    return "gpt2"
+    return get_family(model_type).name
 
 
 def load_tokenizer(path: str, padding_side: str = "right"):

@@ -16,7 +16,7 @@ from pipeline.tasks.seq2seq import Seq2SeqTask
 
 @dataclass
 class Config(seq2seq.Config):
-    source_prefix: str = MISSING      # auto: the checkpoint's (task_specific_params; "summarize: " for T5, none for BART)
+    source_prefix: str = MISSING      # auto: the checkpoint's task_specific_params, else T5's "summarize: "
 
 
 class SummarizationTask(Seq2SeqTask):

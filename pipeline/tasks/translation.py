@@ -107,7 +107,7 @@ def noun_phrase(rng):
 
 @dataclass
 class Config(seq2seq.Config):
-    source_lang: str = MISSING        # a language code: en (the row key), or a multilingual tokenizer's en_XX (row key en)
+    source_lang: str = MISSING        # a language code: en (the row key), or a multilingual one: en_XX (rows: en)
     target_lang: str = MISSING        # de, or de_DE / deu_Latn: the target language token the generation starts with
     source_prefix: str = MISSING      # auto: "translate English to German: " for T5-style families, none for BART
 

@@ -125,3 +125,22 @@ def test_cli_refusal_is_one_line_exit_2_and_trains_nothing(tmp_path):
     assert len(errors) == 1 and p.stderr.strip().splitlines()[-1] == errors[0]
     assert "weight=-1 is negative" in errors[0]
     assert not (out / "metrics.json").exists() and not (out / "model").exists()
+
+
+@pytest.mark.parametrize("recipe, folder, train, validation", [
+    ("bert-ner", "conll2003", "train.txt", "valid.txt"),
+    ("t5-summarization", "dialogsum", "train.jsonl", "validation.jsonl"),
+    ("bert-qa", "squad", "train.jsonl", "validation.jsonl"),
+    ("t5-qa", "squad", "train.jsonl", "validation.jsonl"),
+    ("t5-translation", "multi30k", "train.jsonl", "validation.jsonl"),
+])
+def test_every_task_trains_on_a_two_source_mixture_and_scores_each_source(recipe, folder, train, validation,
+                                                                         tmp_path):
+    d = SHARED_DATA / folder
+    m = run_pipeline([f"recipe={recipe}", "debug=smoke", "trainer.max_steps=2", "num_samples=0",
+                      "data.max_train_samples=32", "data.max_eval_samples=8", "data.max_test_samples=8",
+                      f"data.mixture=[{{name: a, train_file: {d}/{train}, validation_file: {d}/{validation}}}, "
+                      f"{{name: b, train_file: {d}/test.{train.split('.')[-1]}, weight: 0.5}}]"], tmp_path)
+    assert m["data_mixture"]["rows"] == {"a": {"train": 32, "validation": 8, "test": 8},
+                                         "b": {"train": 16, "validation": 8, "test": 8}}
+    assert "eval_a_loss" in m and "eval_b_loss" in m and "test_b_loss" in m

@@ -129,3 +129,17 @@ def test_streamed_mixture_interleaves_sources_with_the_weights_as_probabilities(
     rows = first_rows()
     assert 30 <= rows.count("instruction") <= 70 and rows.count("messages") == 200 - rows.count("instruction")
     assert first_rows() == rows  # seeded
+
+
+def test_a_streamed_label_the_head_lacks_is_one_line_naming_the_key(tmp_path):
+    from pipeline.errors import DataError
+
+    data = tmp_path / "late-label.jsonl"
+    rows = [{"text": f"row {i} text", "label": "a" if i % 2 else "b"} for i in range(200)]
+    rows += [{"text": f"row {i} late", "label": "c"} for i in range(200)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"^data.streaming: a streamed row has 'c' which the first data.stream_head "
+                                        r"rows and the eval splits do not have"):
+        run_pipeline(["recipe=minilm-sst2", "debug=smoke", "data.streaming=true", "data.stream_head=100",
+                      "data.stream_shuffle_buffer=0", "data.max_train_samples=null", f"data.train_file={data}",
+                      "data.validation_file=null", "data.test_file=null", "trainer.max_steps=30"], tmp_path / "run")

@@ -87,7 +87,7 @@ def meta_model(cfg, task, raw):
     return tokenizer, model
 
 
-def rows(tokenizer, split, n: int) -> list[dict]:
+def rows(tokenizer, split, n: int, label_names=None) -> list[dict]:
     """The first ``n`` tokenised rows: per token its id, text, label and the example it belongs to."""
     out = []
     for i in range(min(n, len(split))):
@@ -105,7 +105,9 @@ def rows(tokenizer, split, n: int) -> list[dict]:
         entry = {"row": i, "length": len(ids), "examples": example + 1, "tokens": tokens,
                  "trained_tokens": sum(t["loss"] for t in tokens)}
         if labels is None and "labels" in row:
-            entry["label"] = row["labels"]  # a class id (sequence classification)
+            entry["label"] = row["labels"]  # a class id (sequence classification) and its name
+            if label_names and isinstance(row["labels"], int) and row["labels"] < len(label_names):
+                entry["label_name"] = label_names[row["labels"]]
         out.append(entry)
     return out
 
@@ -150,7 +152,7 @@ def inspect(overrides: list[str], n: int = 3, split: str = "train") -> dict:
     sample = raw[split].select(range(min(8 * n, len(raw[split]))))  # packing: enough examples to fill n rows
     tokenized, cut = task.cut_counts(task.preprocess(datasets.DatasetDict({split: sample}), tokenizer, model))
     out = {"task": task.name, "split": split, "model": str(cfg.model.name_or_path or f"scratch {cfg.model.family}"),
-           "rows": rows(tokenizer, tokenized[split], n), "truncated": cut.get(split, {}),
+           "rows": rows(tokenizer, tokenized[split], n, getattr(task, "labels", None)), "truncated": cut.get(split, {}),
            "chat_template": task.render_rows(sample.select(range(min(n, len(sample)))), tokenizer)}
     if loaded.mixture:
         out["data_mixture"] = loaded.mixture["rows"]
@@ -178,7 +180,7 @@ def show(report: dict, color: bool) -> None:
     else:
         print("\n".join(lines))
     for k, entry in enumerate(report["rows"]):
-        label = f" label {entry['label']}" if "label" in entry else ""
+        label = f" label {entry['label']} ({entry.get('label_name', '?')})" if "label" in entry else ""
         title = (f"-- row {entry['row']}: {entry['length']} tokens, {entry['trained_tokens']} carry loss, "
                  f"{entry['examples']} example(s){label}")
         rendered = (report.get("chat_template") or [])

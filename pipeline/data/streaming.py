@@ -139,7 +139,12 @@ def tokenize(task, stream, columns: list, tokenizer, model, batch: int):
     def encode(rows):
         d = datasets.Dataset.from_dict(rows)
         with quiet():
-            out, _ = task.cut_counts(task.preprocess(datasets.DatasetDict({"train": d}), tokenizer, model))
+            try:
+                out, _ = task.cut_counts(task.preprocess(datasets.DatasetDict({"train": d}), tokenizer, model))
+            except KeyError as e:  # a label / tag the task's maps (built from the head) do not hold
+                raise DataError(f"data.streaming: a streamed row has {e} which the first data.stream_head rows and "
+                                f"the eval splits do not have (the label set comes from them); raise "
+                                f"data.stream_head or give a validation file holding every label") from None
         return out["train"].to_dict()
 
     return stream.map(encode, batched=True, batch_size=batch, remove_columns=columns)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datasets import DatasetDict
+
 from pipeline import rlhf
 from pipeline.data import load_data, streaming
 from pipeline.families import model_family
@@ -90,7 +92,11 @@ def model_stage(r: Run) -> None:
     check.post_load(r.cfg, r.task, r.model, r.tokenizer)
     t = time.time()
     for name, splits in r.per_source.items():  # before the combined splits: their cut counts are the run's
-        r.per_source_tokenized[name] = r.task.cut_counts(r.task.preprocess(splits, r.tokenizer, r.model))[0]
+        # tasks' preprocess reads a train split: the validation split stands in for it (a single row could keep no
+        # trained token within the block and be refused), then is dropped
+        splits = DatasetDict({"train": splits["validation"], **splits})
+        tokenized = r.task.cut_counts(r.task.preprocess(splits, r.tokenizer, r.model))[0]
+        r.per_source_tokenized[name] = DatasetDict({k: tokenized[k] for k in ("validation", "test")})
     r.tokenized, cut = r.task.cut_counts(r.task.preprocess(r.raw, r.tokenizer, r.model))
     if r.stream is not None:  # tokenised (and packed) on the fly while training (pipeline/data/streaming.py)
         r.stream = streaming.tokenize(r.task, r.stream, r.metrics["data_streaming"]["columns"], r.tokenizer,
@@ -116,7 +122,9 @@ def make_trainer(r: Run):
     splits = r.tokenized if r.stream is None else {**r.tokenized, "train": r.stream}
     t = trainer.build_trainer(cfg, r.task, r.model, r.tokenizer, splits, args)
     if cfg.do_eval:  # data.mixture: eval_<source>_<metric> beside the combined eval_<metric>
-        t.source_eval = {name: d["validation"] for name, d in r.per_source_tokenized.items()}
+        t.source_eval = {name: (d["validation"], r.task.split_metrics(r.per_source[name]["validation"],
+                                                                       d["validation"], r.tokenizer))
+                         for name, d in r.per_source_tokenized.items()}
     scrub.trainer_callbacks(t)  # trackers log TrainingArguments / model config without paths or secrets
     peft_glue.attach(t, r.task)  # PEFT glue: AdaLoRA budget, label padding for virtual tokens
     guards.install(t)  # COMPLETE marker per checkpoint, stop on NaN/inf loss

@@ -192,6 +192,11 @@ class Task:
     def preprocess_logits_for_metrics(self):
         return None
 
+    def split_metrics(self, raw_split, tokenized_split, tokenizer):
+        """compute_metrics for one evaluation split (a mixture source's validation split during training): the
+        task's own, unless its metrics need the split's rows (extractive / generative QA)."""
+        return self.compute_metrics(tokenizer)
+
     def trainer_kwargs(self, tokenizer, model) -> dict:
         return {"data_collator": self.collator(tokenizer, model),
                 # do_eval=false: no metric module to load (evaluate + rouge/seqeval cost ~1 s of start-up)

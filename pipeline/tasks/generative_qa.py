@@ -87,6 +87,9 @@ class GenerativeQaTask(qa_common.SplitsKept, Seq2SeqTask):
     def compute_metrics(self, tokenizer):
         return self.metrics_of(self.splits["validation"][0], tokenizer)
 
+    def split_metrics(self, raw_split, tokenized_split, tokenizer):
+        return self.metrics_of(raw_split, tokenizer)
+
     def evaluate(self, trainer, raw_split, tokenized_split, prefix):
         return qa_common.evaluate_with(trainer, self.metrics_of(raw_split, trainer.processing_class), tokenized_split,
                                        prefix)

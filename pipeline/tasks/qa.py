@@ -178,6 +178,9 @@ class QaTask(qa_common.SplitsKept, Task):
     def compute_metrics(self, tokenizer):
         return self.metrics_of(*self.splits["validation"])  # eval during training: selects the checkpoint
 
+    def split_metrics(self, raw_split, tokenized_split, tokenizer):
+        return self.metrics_of(raw_split, tokenized_split)
+
     def evaluate(self, trainer, raw_split, tokenized_split, prefix):
         return qa_common.evaluate_with(trainer, self.metrics_of(raw_split, tokenized_split), tokenized_split, prefix)
 

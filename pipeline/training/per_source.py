@@ -12,8 +12,8 @@ from __future__ import annotations
 
 
 def per_source_eval(trainer_class):
-    """``trainer_class`` that also evaluates ``self.source_eval`` ({name: tokenised validation split}) whenever it
-    evaluates its own eval dataset."""
+    """``trainer_class`` that also evaluates ``self.source_eval`` ({name: (tokenised validation split, its
+    compute_metrics)}) whenever it evaluates its own eval dataset."""
 
     class Trainer(trainer_class):
         source_eval: dict = {}
@@ -24,11 +24,17 @@ def per_source_eval(trainer_class):
             if eval_dataset is not None or not self.source_eval or isinstance(self.eval_dataset, dict):
                 return result
             extra = {}
-            for name, ds in self.source_eval.items():
-                out = self.evaluation_loop(self.get_eval_dataloader(ds), description=f"Evaluation ({name})",
-                                           prediction_loss_only=True if self.compute_metrics is None else None,
-                                           ignore_keys=ignore_keys, metric_key_prefix=f"{metric_key_prefix}_{name}")
-                extra.update(out.metrics)
+            own = self.compute_metrics
+            try:
+                for name, (ds, metrics) in self.source_eval.items():
+                    self.compute_metrics = metrics if own is not None else None  # QA: metrics of this split's rows
+                    out = self.evaluation_loop(self.get_eval_dataloader(ds), description=f"Evaluation ({name})",
+                                               prediction_loss_only=True if self.compute_metrics is None else None,
+                                               ignore_keys=ignore_keys,
+                                               metric_key_prefix=f"{metric_key_prefix}_{name}")
+                    extra.update(out.metrics)
+            finally:
+                self.compute_metrics = own
             self.log(extra)
             return {**result, **extra}
 

@@ -75,7 +75,13 @@ def launch(target: list[str], timeout: int = 420, config: Path = FSDP_CONFIG) ->
     """`accelerate launch --config_file conf/accelerate/fsdp.yaml ...` as docs/distributed.md gives it for CPUs."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
            "--main_process_port", str(_free_port()), *target]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    import datasets
+
+    # the scratch tokenizer cache this process reads (datasets fixes it at import, which may precede conftest's
+    # HF_DATASETS_CACHE): WordPiece training breaks ties in hash-map order, so a tokenizer trained anew by the
+    # launched ranks can number the vocabulary differently from the 1-process reference's (pipeline/models/scratch.py)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+           "HF_DATASETS_CACHE": str(datasets.config.HF_DATASETS_CACHE)}
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 

@@ -23,8 +23,8 @@ DECODERS = ("ctrl", "openai-gpt", "gpt2", "qwen2", "qwen3", "llama", "mistral")
 ENCODER_DECODERS = ("bart", "t5", "marian", "mbart")
 TASKS = {"encoder": ("ner", "classification", "qa"), "decoder": ("generation",),
          "encoder-decoder": ("summarization", "translation", "generative-qa")}
-FAST = ["debug=smoke", "model.init=pretrained", "trainer.max_steps=2", "num_samples=2", "quiet=true",
-        "data.synthetic.num_train=32", "data.synthetic.num_validation=8", "data.synthetic.num_test=8",
+FAST = ["debug=smoke", "model.init=pretrained", "trainer.max_steps=2", "num_samples=1", "quiet=true",
+        "data.synthetic.num_train=16", "data.synthetic.num_validation=4", "data.synthetic.num_test=4",
         "trainer.per_device_train_batch_size=8", "trainer.global_batch_size=8", "trainer.per_device_eval_batch_size=8"]
 
 

@@ -23,8 +23,8 @@ DECODERS = ("ctrl", "openai-gpt", "gpt2", "qwen2", "qwen3", "llama", "mistral")
 ENCODER_DECODERS = ("bart", "t5", "marian", "mbart")
 TASKS = {"encoder": ("ner", "classification", "qa"), "decoder": ("generation",),
          "encoder-decoder": ("summarization", "translation", "generative-qa")}
-FAST = ["debug=smoke", "model.init=pretrained", "trainer.max_steps=2", "num_samples=2", "quiet=true",
-        "data.synthetic.num_train=32", "data.synthetic.num_validation=8", "data.synthetic.num_test=8",
+FAST = ["debug=smoke", "model.init=pretrained", "trainer.max_steps=2", "num_samples=1", "quiet=true",
+        "data.synthetic.num_train=16", "data.synthetic.num_validation=4", "data.synthetic.num_test=4",
         "trainer.per_device_train_batch_size=8", "trainer.global_batch_size=8", "trainer.per_device_eval_batch_size=8"]
 
 
@@ -81,6 +81,7 @@ def finetune(folder, task, method, run_dir, *extra):
     return run(cfg, run_dir)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_type,task", CASES, ids=[f"{t}-{task}" for t, task in CASES])
 def test_checkpoint_by_path_fine_tunes_full_and_lora_and_the_saved_model_answers(checkpoints, tmp_path, model_type,
                                                                                   task):
@@ -103,6 +104,7 @@ def test_checkpoint_by_path_fine_tunes_full_and_lora_and_the_saved_model_answers
 
 
 # -- an architecture named nowhere: no code change ------------------------------------------------------------------
+@pytest.mark.slow
 def test_an_architecture_named_nowhere_fine_tunes_by_path_with_no_code_change(checkpoints, tmp_path):
     """MobileBERT (and XLM-RoBERTa's Unigram tokenizer) appear in no table of the pipeline: the checkpoint's config
     and the libraries' mappings are all it takes."""
@@ -119,6 +121,7 @@ def test_an_architecture_named_nowhere_fine_tunes_by_path_with_no_code_change(ch
 
 
 # -- scratch models of any type -------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("model_type,task", [("electra", "ner"), ("albert", "classification"), ("ctrl", "generation"),
                                              ("qwen3", "generation"), ("marian", "translation"),
                                              ("mbart", "summarization")])
@@ -192,6 +195,7 @@ def test_an_explicit_family_contradicting_the_checkpoint_is_refused(tmp_path):
     assert "is a 'bert' checkpoint but model.family=gpt2" in why and "remove model.family" in why
 
 
+@pytest.mark.slow
 def test_a_refused_checkpoint_on_the_command_line_is_one_line_and_trains_nothing(tmp_path):
     from conftest import run_cli
 
@@ -205,6 +209,7 @@ def test_a_refused_checkpoint_on_the_command_line_is_one_line_and_trains_nothing
 
 
 # -- multilingual translation checkpoints ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_mbart_translation_takes_language_codes_and_generation_starts_with_the_target_token(checkpoints, tmp_path):
     import transformers
 
@@ -237,6 +242,7 @@ def test_marian_translation_takes_no_prefix_and_t5_takes_its_checkpoints_own(che
 
 
 # -- chat SFT on every decoder --------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("model_type", ["ctrl", "openai-gpt", "gpt2", "qwen2"])
 def test_chat_sft_fine_tunes_every_decoder_by_path(checkpoints, tmp_path, model_type):
     """recipe=gpt2-instruct's chat SFT (ChatML template, response-only loss) on a checkpoint of each decoder type."""

@@ -137,6 +137,8 @@ def _fit_embeddings(tokenizer, model):
     if emb is not None and len(tokenizer) > emb.num_embeddings:
         log.info("model: the tokenizer has %d tokens, the embeddings %d rows; resizing the embeddings",
                  len(tokenizer), emb.num_embeddings)
+        # the new rows: LoRA-type methods train and save them with the adapter (methods.apply, trainable tokens)
+        model.__dict__["pipeline_new_rows"] = list(range(emb.num_embeddings, len(tokenizer)))
         model.resize_token_embeddings(len(tokenizer))
 
 

@@ -258,6 +258,7 @@ def apply(mcfg, model, family, task, total_steps: int | None = None, keep_base: 
         model = prepare_model_for_kbit_training(model)
     pc = peft_config(mcfg, family, task.peft_task_type, task.head_names, total_steps, model)
     new_tokens = list(getattr(task, "new_token_ids", None) or [])  # tokens the task added (a chat template's)
+    new_tokens += [t for t in model.__dict__.get("pipeline_new_rows", ()) if t not in new_tokens]  # load.py's
     if new_tokens and getattr(pc, "trainable_token_indices", False) is None:
         pc = dataclasses.replace(pc, trainable_token_indices=new_tokens)  # LoRA: their embedding rows train too
     peft_model = get_peft_model(model, pc)

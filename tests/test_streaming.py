@@ -44,6 +44,7 @@ def test_killed_streaming_run_resumed_with_auto_equals_a_straight_run(tmp_path, 
 
     straight = run_pipeline(STREAM, tmp_path / "straight")
     assert straight["data_streaming"]["held_out_from_head"] == ["validation", "test"]
+    assert straight["train_samples"] == 10 * 16  # the rows trained: 10 steps of 16, not the head's rows
 
     class Crash(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):

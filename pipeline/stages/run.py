@@ -166,6 +166,10 @@ def report_stage(r: Run) -> None:
     """metrics.json with the run's facts, model/ with its card, log_history.json, report.html."""
     m = r.metrics
     m.update(card.run_facts(r.cfg, r.trainer.model, r.task, r.raw, r.tokenized, m, distributed.world_size()))
+    if r.stream is not None:  # streamed: the rows trained (run_facts counts the head's tokenised rows)
+        a = r.trainer.args
+        m["train_samples"] = r.trainer.state.global_step * a.per_device_train_batch_size * \
+            a.gradient_accumulation_steps * distributed.world_size()
     m.update(wall_seconds=time.time() - r.t0, best_checkpoint=r.trainer.state.best_model_checkpoint)
     m.update(distributed.run_facts(r.trainer))  # every rank: effective batch, replicas in sync (a collective)
     partial = r.run_dir / ".model.partial"

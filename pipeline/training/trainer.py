@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from pipeline.errors import ConfigError
 from pipeline.families import model_family
 from pipeline.infra import distributed
+from pipeline.models import methods
 from pipeline.training import early_stopping, precision, throughput
 from pipeline.training.per_source import per_source_eval
 from pipeline.training.sharding import sharding_fixes
@@ -105,13 +106,25 @@ def fsdp_wrap(cfg, model) -> None:
         return
     if os.environ.get("FSDP_AUTO_WRAP_POLICY", "TRANSFORMER_BASED_WRAP").upper() != "TRANSFORMER_BASED_WRAP":
         return
-    present = {type(m).__name__ for m in model.modules()}
-    names = [n for n in model_family(cfg.model).fsdp_layers if n in present]
+    names = wrap_classes(model, model_family(cfg.model).fsdp_layers)
     if not names:
-        raise ConfigError(f"FSDP auto-wrap: none of {list(model_family(cfg.model).fsdp_layers)} "
-                          f"(families.py fsdp_layers for {cfg.model.family}) is in this model; set "
+        raise ConfigError(f"FSDP auto-wrap: this {cfg.model.family} model names no layer classes "
+                          f"(_no_split_modules) and has no stack of identical blocks; set "
                           f"fsdp_transformer_layer_cls_to_wrap in the accelerate config")
     _wrap_set_here = os.environ["FSDP_TRANSFORMER_CLS_TO_WRAP"] = ",".join(names)
+
+
+def wrap_classes(model, no_split: tuple) -> list[str]:
+    """The classes FSDP wraps one unit each: the model class's ``_no_split_modules`` that the model has, except a
+    class holding the input embeddings (BertModel lists ``BertEmbeddings``): accelerate's fsdp2_prepare_model puts
+    the embeddings in a unit of their own after the auto-wrap, and sharding them twice fails in torch 2.13
+    ("Invariant encountered: value was None", docs/library-notes.md). A type that lists none (ALBERT, DistilBERT,
+    ELECTRA, CTRL, openai-gpt, Marian) gets the block class of its layer stacks (``methods.layer_stacks``)."""
+    embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    holding = {type(m).__name__ for m in model.modules() if embed is not None and any(x is embed for x in m.modules())}
+    present = {type(m).__name__ for m in model.modules()}
+    names = [n for n in no_split if n in present and n not in holding]
+    return names or sorted({type(stack[0]).__name__ for stack in methods.layer_stacks(model)})
 
 
 def loss_divides_by_item_count(model) -> bool:

@@ -169,12 +169,9 @@ def test_configure_refuses_disagreements(overrides, env, message, monkeypatch):
 
 
 def test_deepspeed_refused_when_not_installed(monkeypatch):
-    import importlib.util
-
     from pipeline.errors import ConfigError
 
-    if importlib.util.find_spec("deepspeed") is not None:
-        pytest.skip("deepspeed is installed")
+    monkeypatch.setitem(sys.modules, "deepspeed", None)  # as if not installed: find_spec gives None, import fails
     with pytest.raises(ConfigError, match="pip install deepspeed"):
         _configure([], monkeypatch, ACCELERATE_USE_DEEPSPEED="true", ACCELERATE_DEEPSPEED_ZERO_STAGE="3")
 

@@ -57,9 +57,10 @@ def test_cli_is_plain_when_piped_and_json_for_tools(tmp_path):
     assert plain.returncode == 0, plain.stderr[-2000:]
     assert "\x1b[" not in plain.stdout  # no colour codes into a pipe
     assert "]][[<|im_end|>]]" in plain.stdout and "-- row 0:" in plain.stdout
+    # WANDB_MODE=offline: transformers prints a line on stdout at import then; --json's stdout must stay JSON
     js = subprocess.run([sys.executable, "-m", "pipeline.commands.inspect", *chat_overrides(tmp_path), "--n", "1",
                          "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                        env={**os.environ, "PYTHONPATH": env_path})
+                        env={**os.environ, "PYTHONPATH": env_path, "WANDB_MODE": "offline"})
     assert js.returncode == 0, js.stderr[-2000:]
     report = json.loads(js.stdout)
     assert report["task"] == "generation" and report["rows"][0]["trained_tokens"] > 0

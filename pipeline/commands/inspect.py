@@ -15,6 +15,7 @@ the model's config, no weights (a scratch tokenizer is trained on the data, as a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -198,7 +199,10 @@ def show(report: dict, color: bool) -> None:
 def main(argv=None) -> None:
     with one_line_errors():
         args, overrides = parse(sys.argv[1:] if argv is None else argv)
-        report = inspect(overrides, args.n, args.split)
+        # stdout carries the report only (--json is read by tools): what libraries print while loading goes to
+        # stderr, e.g. transformers' "[INFO] Running in WANDB offline mode" at import when WANDB_MODE=offline
+        with contextlib.redirect_stdout(sys.stderr):
+            report = inspect(overrides, args.n, args.split)
         if args.json:
             json.dump(report, sys.stdout, ensure_ascii=False, indent=1)
             sys.stdout.write("\n")

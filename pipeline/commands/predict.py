@@ -16,6 +16,7 @@ Imports stay light until a model is loaded: ``--help`` does not import torch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -280,7 +281,10 @@ def main(argv=None) -> None:
                "length_penalty": args.length_penalty, "no_repeat_ngram_size": args.no_repeat_ngram_size}
         check_args(args, gen)
         rows = read_inputs(args.file, task, args.column) if args.file else _text_rows(args, task)
-        predictor = Predictor(run_dir, device=args.device)
+        # stdout carries the predictions only: what libraries print while loading goes to stderr (transformers
+        # prints "[INFO] Running in WANDB offline mode" at import when WANDB_MODE=offline)
+        with contextlib.redirect_stdout(sys.stderr):
+            predictor = Predictor(run_dir, device=args.device)
         quiet = args.quiet or os.environ.get("FINETUNE_QUIET") == "1"
         options = {name: getattr(args, f"option_{name}") for name in task.cli_options}
         preds = predictor.predict([r.pop("_input") for r in rows], batch_size=args.batch_size, progress=not quiet,

@@ -26,7 +26,8 @@ from pipeline.errors import ConfigError
 def _placeholder(hint) -> str:
     kind = _kind(hint)
     return {"an integer": "<integer>", "a number": "<number>", "true or false": "<true|false>",
-            "a string": "<text>"}.get(kind, "<value>")
+            "a string": "<text>", "a list": "[<item>,<item>]", "a mapping (key: value)": "{<key>:<value>}"}.get(
+        kind, "<value>")
 
 
 def _kind(hint) -> str:

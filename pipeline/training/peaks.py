@@ -70,7 +70,7 @@ def measure_matmul(dtype: str, threads: int, shapes=PROBE_SHAPES, seconds: float
 
     Each shape is first timed on a slice of 16 of its rows (same inner and outer sizes: the same kernels). Where the
     whole shape would take longer than ``SLOW_PRODUCT_SECONDS`` per product, the slice's rate is the figure: a slow
-    path (bf16 on a CPU without bf16 matrix units, e.g. an AVX2-only AMD EPYC: ~1.3 GFLOP/s, 13 s per 2048^3
+    path (bf16 on a CPU without bf16 matrix units, e.g. an AMD EPYC without AMX: ~1.3 GFLOP/s, 13 s per 2048^3
     product) is measured in a fraction of a second instead of minutes."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -62,3 +62,26 @@ def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 300, env: dict | N
 
 
 needs_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent")
+
+
+# `python -c KILLER <step> <signal> <overrides>` (or the text as a script under accelerate launch): the real CLI,
+# plus a callback that signals the process at <step>.
+KILLER = """
+import os, signal, sys
+from transformers import TrainerCallback
+import pipeline.training.trainer as train
+step, sig = int(sys.argv.pop(1)), getattr(signal, sys.argv.pop(1))
+class KillAt(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == step:
+            os.kill(os.getpid(), sig)
+build = train.build_trainer
+def build_and_arm(*a, **kw):
+    trainer = build(*a, **kw)
+    trainer.add_callback(KillAt())
+    return trainer
+train.build_trainer = build_and_arm
+sys.argv[0] = "finetune"
+from pipeline.commands.finetune import main
+main()
+"""

@@ -82,7 +82,7 @@ def test_sigterm_or_ctrl_c_marks_the_run_failed_in_one_line_and_releases_the_loc
     import os
 
     from pipeline.infra.rundir import is_locked
-    from test_resume import KILLER
+    from conftest import KILLER
 
     run_dir = tmp_path / "run"
     r = subprocess.run([sys.executable, "-c", KILLER, "20", sig, *SMOKE, f"hydra.run.dir={run_dir}"],

@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, run_pipeline
+from conftest import KILLER, ROOT, run_pipeline
 
 STEPS, SAVE_AT, KILL_AT = 8, 4, 6
 RECIPES = {"encoder": "bert-ner", "decoder": "gpt2-generation", "encoder-decoder": "t5-translation"}
@@ -45,24 +45,6 @@ COMMON = ["debug=smoke", "model.scratch.dropout=0.0", "trainer.global_batch_size
           "trainer.per_device_eval_batch_size=1", "data.synthetic.num_validation=16", "data.synthetic.num_test=8"]  # eval loss over the same samples: see the module docstring
 LOSS_RTOL, EVAL_RTOL, WEIGHT_ATOL = 1e-5, 1e-3, 1e-4
 FSDP_CONFIG = ROOT / "conf" / "accelerate" / "fsdp.yaml"
-KILLER = """
-import os, signal, sys
-from transformers import TrainerCallback
-import pipeline.training.trainer as train
-step = int(sys.argv.pop(1))
-class KillAt(TrainerCallback):
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == step:
-            os.kill(os.getpid(), signal.SIGKILL)  # both ranks: a node lost mid-run
-build = train.build_trainer
-def build_and_arm(*a, **kw):
-    trainer = build(*a, **kw)
-    trainer.add_callback(KillAt())
-    return trainer
-train.build_trainer = build_and_arm
-from pipeline.commands.finetune import main
-main()
-"""
 
 
 def _free_port() -> int:
@@ -180,7 +162,7 @@ def test_killed_fsdp_run_resumes_to_the_straight_run(fsdp_jobs, tmp_path):
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
     overrides = ["recipe=gpt2-generation", "method=full", *COMMON, f"hydra.run.dir={killed}"]
-    k = launch([str(script), str(KILL_AT), *overrides], timeout=240)
+    k = launch([str(script), str(KILL_AT), "SIGKILL", *overrides], timeout=240)
     assert k.returncode != 0 and not (killed / "metrics.json").exists()
     assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == [f"checkpoint-{SAVE_AT}"]
     r = launch(["-m", "pipeline", *overrides, "resume=auto"], timeout=240)

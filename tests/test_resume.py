@@ -14,33 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli, run_pipeline
+from conftest import KILLER, ROOT, run_cli, run_pipeline
 
 # Checkpoints every 10 steps (smoke: 16 steps per epoch, 48 in all): the kill at step 25 is 9 steps into epoch 2
 # and 5 steps after checkpoint-20, so the resume restores a mid-epoch dataloader position, optimizer, scheduler, RNG.
 STEPS = ["debug=smoke", "trainer.eval_strategy=steps", "trainer.save_strategy=steps", "+trainer.eval_steps=10",
          "+trainer.save_steps=10"]
 KILL_AT = 25
-# `python -c KILLER <step> <signal> <overrides>`: the real CLI, plus a callback that signals the process at <step>.
-KILLER = """
-import os, signal, sys
-from transformers import TrainerCallback
-import pipeline.training.trainer as train
-step, sig = int(sys.argv.pop(1)), getattr(signal, sys.argv.pop(1))
-class KillAt(TrainerCallback):
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == step:
-            os.kill(os.getpid(), sig)
-build = train.build_trainer
-def build_and_arm(*a, **kw):
-    trainer = build(*a, **kw)
-    trainer.add_callback(KillAt())
-    return trainer
-train.build_trainer = build_and_arm
-sys.argv[0] = "finetune"
-from pipeline.commands.finetune import main
-main()
-"""
 SECRET = "secret-xyz"
 
 

@@ -19,8 +19,13 @@ import contextlib
 import json
 import sys
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+
 from pipeline.commands import one_line_errors
+from pipeline.commands.app import user_overrides
 from pipeline.errors import ConfigError
+from pipeline.util.paths import CONF_DIR, resolve_pkg_path
 
 LOSS_OPEN, LOSS_CLOSE, JOIN = "[[", "]]", " ║ "
 
@@ -44,12 +49,6 @@ def parse(argv):
 
 
 def compose(overrides: list[str]):
-    # Hydra's compose API: imported here, after argument parsing, so --help stays light.
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from pipeline.commands.app import user_overrides
-    from pipeline.util.paths import CONF_DIR
-
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=user_overrides(overrides))
 
@@ -63,7 +62,6 @@ def meta_model(cfg, task, raw):
     from pipeline.families import get_family
     from pipeline.models import load
     from pipeline.models.scratch import build_config, train_tokenizer
-    from pipeline.util.paths import resolve_pkg_path
 
     mcfg, family = cfg.model, get_family(cfg.model.family)
     if mcfg.init == "scratch":

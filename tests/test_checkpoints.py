@@ -287,3 +287,18 @@ def test_every_allowed_peft_method_finds_its_targets_on_each_architecture(model_
         peft_model = methods.apply(mcfg, model, family, task, total_steps=4)
         trainable, total = methods.count_parameters(peft_model)
         assert 0 < trainable < total, (name, model_type)
+
+
+def test_lora_saves_the_modules_a_base_checkpoint_lacks_so_the_reload_predicts_like_the_run(tmp_path):
+    """A base DeBERTa-v2 checkpoint holds no pooler: it is initialised at load, beside the new classifier. LoRA must
+    train and save it whole (modules_to_save), or the reloaded model draws another pooler and answers otherwise."""
+    from pipeline.commands.predict import Predictor
+
+    folder = save_checkpoint("deberta-v2", tmp_path / "deberta")
+    run_dir = tmp_path / "run"
+    finetune(folder, "classification", "lora", run_dir, "num_samples=4")
+    config = json.loads((run_dir / "model" / "adapter_config.json").read_text())
+    assert "pooler.dense" in config["modules_to_save"]
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    preds = Predictor(run_dir).predict([{"text": s["text"]} for s in samples], batch_size=1, progress=False)
+    assert [(p["label"], round(p["score"], 4)) for p in preds] == [(s["predicted"], s["score"]) for s in samples]

@@ -107,7 +107,12 @@ def load(cfg, task, raw):
         if task.replaces_head:
             kwargs["ignore_mismatched_sizes"] = True  # a checkpoint's own task head is replaced by ours
         transformers.set_seed(int(cfg.seed))  # the new task head's initial weights: the same for the same seed
-        model = _with_attn_fallback(lambda **kw: auto.from_pretrained(path, **kwargs, **kw), common)
+        model, info = _with_attn_fallback(
+            lambda **kw: auto.from_pretrained(path, **kwargs, **kw, output_loading_info=True), common)
+        # modules the checkpoint did not hold (initialised here: the task head, DeBERTa's pooler, DistilBERT's
+        # pre_classifier): a PEFT method trains and saves them whole, or a reload would draw them afresh
+        model.__dict__["pipeline_new_modules"] = sorted({k.rsplit(".", 1)[0] for k in info.get("missing_keys", ())
+                                                         if "." in k})
     else:
         raise ModelError(f"model.init={mcfg.init}: use pretrained or scratch")
     _ensure_eos_token(tokenizer, model, task)

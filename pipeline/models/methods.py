@@ -256,7 +256,13 @@ def apply(mcfg, model, family, task, total_steps: int | None = None, keep_base: 
     base = copy.deepcopy(model) if keep_base else None
     if mcfg.get("load_in_4bit"):
         model = prepare_model_for_kbit_training(model)
-    pc = peft_config(mcfg, family, task.peft_task_type, task.head_names, total_steps, model)
+    new_modules = tuple(model.__dict__.get("pipeline_new_modules", ())) if task.head_names else ()  # load.py's
+    outer = set(task.head_names) | set(new_modules)  # ELECTRA's classifier.dense lies inside the head 'classifier'
+    new_modules = tuple(m for m in new_modules if not any(m.startswith(o + ".") for o in outer))
+    heads = tuple(task.head_names) + tuple(m for m in new_modules if m not in task.head_names)
+    pc = peft_config(mcfg, family, task.peft_task_type, heads, total_steps, model)
+    if new_modules and "modules_to_save" in {f.name for f in dataclasses.fields(pc)}:
+        pc = dataclasses.replace(pc, modules_to_save=sorted(set(pc.modules_to_save or ()) | set(new_modules)))
     new_tokens = list(getattr(task, "new_token_ids", None) or [])  # tokens the task added (a chat template's)
     new_tokens += [t for t in model.__dict__.get("pipeline_new_rows", ()) if t not in new_tokens]  # load.py's
     if new_tokens and getattr(pc, "trainable_token_indices", False) is None:

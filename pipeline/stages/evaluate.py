@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pipeline.training.sharding import gathered_for_generation
+
 
 def evaluate(trainer, task, tokenizer, raw, tokenized, num_samples: int, run_dir: Path | None) -> dict:
     metrics = {}
     for split, prefix in (("validation", "eval"), ("test", "test")):
         metrics.update(task.evaluate(trainer, raw[split], tokenized[split], prefix))
     if num_samples > 0 and run_dir is not None:
-        rows = task.samples(trainer, tokenizer, raw["test"], tokenized["test"], num_samples)
+        with gathered_for_generation(trainer):  # ZeRO-3: generation from the whole model (training/sharding.py)
+            rows = task.samples(trainer, tokenizer, raw["test"], tokenized["test"], num_samples)
         if trainer.is_world_process_zero():
             with open(run_dir / "samples.jsonl", "w") as f:
                 for row in rows:

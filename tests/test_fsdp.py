@@ -53,7 +53,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(target: list[str], timeout: int = 420, config: Path = FSDP_CONFIG) -> subprocess.CompletedProcess:
+def launch(target: list[str], timeout: int = 420, config: Path = FSDP_CONFIG,
+           env: dict | None = None) -> subprocess.CompletedProcess:
     """`accelerate launch --config_file conf/accelerate/fsdp.yaml ...` as docs/distributed.md gives it for CPUs."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
            "--main_process_port", str(_free_port()), *target]
@@ -63,7 +64,7 @@ def launch(target: list[str], timeout: int = 420, config: Path = FSDP_CONFIG) ->
     # HF_DATASETS_CACHE): WordPiece training breaks ties in hash-map order, so a tokenizer trained anew by the
     # launched ranks can number the vocabulary differently from the 1-process reference's (pipeline/models/scratch.py)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-           "HF_DATASETS_CACHE": str(datasets.config.HF_DATASETS_CACHE)}
+           "HF_DATASETS_CACHE": str(datasets.config.HF_DATASETS_CACHE), **(env or {})}
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 

@@ -10,7 +10,7 @@ Comparable to one process for the reasons in tests/test_fsdp.py (global batch 16
 8 = the reference's two accumulation steps; dropout 0; random sampling). DeepSpeed reduces gradients in its own
 buckets and steps its own copy of the Trainer's AdamW: same tolerances as FSDP; the measured maxima are printed.
 The encoder-decoder evaluates with generation, which under ZeRO-3 runs from gathered parameters
-(pipeline/training/sharding.py gathered_for_generation; without it the LoRA job did not finish its first
+(pipeline/training/sharding.py whole_model; without it the LoRA job did not finish its first
 evaluation). DeepSpeed JIT-builds a C++ op (deepspeed_shm_comm_op) the first time: ~2 min on this 2-core box, so the
 build goes to a persistent cache (~/.cache/finetune-tests/torch_extensions) instead of the session's.
 """

@@ -159,6 +159,9 @@ def test_configure_derives_batch_from_world_size(monkeypatch):
     (["trainer.activation_checkpointing=true"], {"ACCELERATE_USE_FSDP": "true",
                                                  "FSDP_ACTIVATION_CHECKPOINTING": "true"}, "activation checkpointing"),
     (["method=qlora"], {"ACCELERATE_USE_FSDP": "true"}, "bitsandbytes-quantized base weights"),
+    (["rlhf=grpo"], {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"},
+     "rlhf=grpo under DeepSpeed ZeRO-3 is not supported"),
+    (["rlhf=dpo"], {"ACCELERATE_USE_FSDP": "true"}, "rlhf=dpo under FSDP is not supported"),
 ])
 def test_configure_refuses_disagreements(overrides, env, message, monkeypatch):
     from pipeline.errors import ConfigError

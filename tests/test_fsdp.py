@@ -90,12 +90,14 @@ def _job_key(run_dir: Path) -> tuple[str, str]:
 def fsdp_jobs(tmp_path_factory):
     """(recipe, method) -> run directory of the six jobs, trained in one 2-process FSDP launch."""
     base = tmp_path_factory.mktemp("fsdp")
+    with_samples = ["num_samples=2" if o.startswith("num_samples=") else o for o in COMMON]  # generated from FSDP
     out = launch(["-m", "pipeline", "--multirun", "hydra.sweep.subdir=${hydra.job.num}",
-                  f"recipe={','.join(RECIPES.values())}", "method=full,lora", *COMMON,
+                  f"recipe={','.join(RECIPES.values())}", "method=full,lora", *with_samples,
                   f"output_root={base}", "name=fsdp"])
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     jobs = {_job_key(p.parent): p.parent for p in base.glob("multirun/fsdp/*/*/metrics.json")}
     assert len(jobs) == 6, sorted(jobs)
+    assert all(len((d / "samples.jsonl").read_text().splitlines()) == 2 for d in jobs.values())
     return {"jobs": jobs, "base": base, "stdout": out.stdout}
 
 

@@ -201,6 +201,13 @@ def configure(cfg) -> None:
 def _refuse_known_bad(cfg, env: dict) -> None:
     # FSDP and DeepSpeed both run on CPU processes too (training/sharding.py; DeepSpeed's CPU accelerator over gloo,
     # which JIT-builds its shared-memory allreduce op on first use): no "needs GPUs" refusal
+    sharded = "DeepSpeed ZeRO-3" if env["zero_stage"] == 3 else "FSDP" if env["fsdp"] else None
+    if cfg.get("rlhf") and sharded:
+        # measured on 2 CPU processes with recipe=gpt2-rlhf: ZeRO-3 stopped in the reward model's scoring ("'weight'
+        # must be 2-D": it runs outside the sharded Trainer), FSDP made no progress for 7 minutes; ZeRO-2 and DDP ran
+        raise ConfigError(f"rlhf={cfg.rlhf.get('algorithm')} under {sharded} is not supported (the reward scoring and "
+                          f"TRL's policy / reference models run outside the sharded Trainer); launch it with "
+                          f"conf/accelerate/deepspeed-zero2.yaml or ddp.yaml")
     if env["deepspeed"] and importlib.util.find_spec("deepspeed") is None:
         raise ConfigError("the accelerate config uses DeepSpeed but it is not installed; pip install deepspeed, "
                           "or launch with conf/accelerate/ddp.yaml")

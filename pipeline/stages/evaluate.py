@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.training.sharding import gathered_for_generation
+from pipeline.training.sharding import whole_model
 
 
 def evaluate(trainer, task, tokenizer, raw, tokenized, num_samples: int, run_dir: Path | None) -> dict:
@@ -13,7 +13,7 @@ def evaluate(trainer, task, tokenizer, raw, tokenized, num_samples: int, run_dir
     for split, prefix in (("validation", "eval"), ("test", "test")):
         metrics.update(task.evaluate(trainer, raw[split], tokenized[split], prefix))
     if num_samples > 0 and run_dir is not None:
-        with gathered_for_generation(trainer):  # ZeRO-3: generation from the whole model (training/sharding.py)
+        with whole_model(trainer):  # ZeRO-3: generation from the whole model (training/sharding.py)
             rows = task.samples(trainer, tokenizer, raw["test"], tokenized["test"], num_samples)
         if trainer.is_world_process_zero():
             with open(run_dir / "samples.jsonl", "w") as f:

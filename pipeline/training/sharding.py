@@ -29,7 +29,7 @@ PeftModel, whose forward ``generate`` never calls (PeftModelForSeq2SeqLM.generat
 its forward), so the step counter never resets: every decoding step walks a trace that grows by one forward per
 token. Measured on 2 CPU processes: t5-translation ``method=lora`` finished its 8 training steps in 30 s, then sat in
 the first evaluation's ``generate`` for 9 minutes without finishing (py-spy: in ``__params_to_release``), which
-looked like a hang; the same model without LoRA evaluated. ``gathered_for_generation`` gathers the parameters
+looked like a hang; the same model without LoRA evaluated. ``whole_model`` gathers the parameters
 once for the generation and takes DeepSpeed's hooks off meanwhile (TRL's ``unwrap_model_for_generation``, what TRL's
 own trainers generate under), so each rank generates from the whole model; it costs one copy of the whole model
 per rank during evaluation (as TRL's default ``ds3_gather_for_generation``).
@@ -79,9 +79,10 @@ def drop_tied_copies(model, state_dict: dict) -> dict:
 
 
 @contextmanager
-def gathered_for_generation(trainer):
-    """Under DeepSpeed ZeRO-3: the parameters gathered and DeepSpeed's hooks off while the body generates (see the
-    module docstring); elsewhere nothing."""
+def whole_model(trainer):
+    """Under DeepSpeed ZeRO-3: the parameters gathered and DeepSpeed's hooks off while the body runs (generation,
+    see the module docstring; a save of the unwrapped model, whose own parameters are empty partitions otherwise);
+    elsewhere nothing."""
     if not (trainer.is_deepspeed_enabled and is_deepspeed_zero3_enabled()):
         yield
         return
@@ -112,7 +113,7 @@ def sharding_fixes(trainer_class):
         def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
             if prediction_loss_only or not getattr(self.args, "predict_with_generate", False):
                 return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
-            with gathered_for_generation(self):
+            with whole_model(self):
                 return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys,
                                                **gen_kwargs)
 

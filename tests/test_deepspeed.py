@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KILLER, ROOT, run_pipeline
+from conftest import KILLER, ROOT
 from test_fsdp import (COMMON, EVAL_RTOL, KILL_AT, LOSS_RTOL, RECIPES, SAVE_AT, STEPS, WEIGHT_ATOL, _job_key, _losses,
-                       _weights, launch)
+                       _weights, launch, single_runs)  # noqa: F401 (single_runs: the fixture, reused)
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
 EXTENSIONS = {"TORCH_EXTENSIONS_DIR": str(Path.home() / ".cache" / "finetune-tests" / "torch_extensions")}
@@ -33,19 +33,6 @@ EXTENSIONS = {"TORCH_EXTENSIONS_DIR": str(Path.home() / ".cache" / "finetune-tes
 
 def zero(stage: int) -> Path:
     return ROOT / "conf" / "accelerate" / f"deepspeed-zero{stage}.yaml"
-
-
-@pytest.fixture(scope="module")
-def single_runs(tmp_path_factory):
-    """The six jobs on one process: per-device 8 x 2 accumulation steps (the ranks' two micro-batches)."""
-    base = tmp_path_factory.mktemp("single-ds")
-    runs = {}
-    for recipe in RECIPES.values():
-        for method in ("full", "lora"):
-            run_pipeline([f"recipe={recipe}", f"method={method}", *COMMON, "trainer.per_device_train_batch_size=8"],
-                         base / f"{recipe}-{method}")
-            runs[recipe, method] = base / f"{recipe}-{method}"
-    return runs
 
 
 def _sweep(stage: int, recipes: list[str], base: Path) -> dict:

@@ -80,9 +80,8 @@ def drop_tied_copies(model, state_dict: dict) -> dict:
 
 @contextmanager
 def whole_model(trainer):
-    """Under DeepSpeed ZeRO-3: the parameters gathered and DeepSpeed's hooks off while the body runs (generation,
-    see the module docstring; a save of the unwrapped model, whose own parameters are empty partitions otherwise);
-    elsewhere nothing."""
+    """Under DeepSpeed ZeRO-3: the parameters gathered and DeepSpeed's hooks off while the body generates (see the
+    module docstring); elsewhere nothing."""
     if not (trainer.is_deepspeed_enabled and is_deepspeed_zero3_enabled()):
         yield
         return
